@@ -1,0 +1,5 @@
+import sys
+
+from sevbox.cli import main
+
+sys.exit(main())
