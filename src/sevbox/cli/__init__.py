@@ -168,7 +168,7 @@ def build_parser(verb: str | None) -> Parser:
     )
     parser.add_argument("--criu", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--rootless", metavar="VALUE", help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser, prog="sevbox")
     for name, (module, help_, _) in VERBS.items():
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Formatter)
         if name == verb:
