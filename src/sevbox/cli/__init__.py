@@ -30,7 +30,7 @@ VERBS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     # runc-compatible runtime verbs
     "create": ("sevbox.cli.runtime", "create a container: boot its VM, prepare its process", ()),
     "start": ("sevbox.cli.runtime", "start the process of a created container", ()),
-    "run": ("sevbox.cli.runtime", "create and start a container, wait for it, exit with its status", ()),
+    "run": ("sevbox.cli.run", "create and start a container, wait for it, exit with its status", ()),
     "state": ("sevbox.cli.runtime", "print a container's OCI state JSON", ()),
     "kill": ("sevbox.cli.runtime", "send a signal to a container's process (default TERM)", ()),
     "delete": ("sevbox.cli.runtime", "delete a stopped container (--force: any state)", ()),
