@@ -44,6 +44,7 @@ __all__ = [
     "launch_measurement",
     "measurement_matches",
     "sev_digest",
+    "sev_launch_digest",
     "sev_measured_vmsas",
     "seves_digest",
     "sha256_stream",
@@ -105,6 +106,15 @@ def _ap_eip(ovmf: Ovmf) -> int:
             what=_WHAT,
         )
     return eip
+
+
+def sev_launch_digest(*, firmware: bytes, hashes_table: bytes = b"", vmsas: Sequence[bytes] = ()) -> bytes:
+    """GCTX.LD from its parts: SHA-256(firmware || hashes table || VMSA pages), no checks."""
+    h = hashlib.sha256(firmware)
+    h.update(hashes_table)
+    for page in vmsas:
+        h.update(page)
+    return h.digest()
 
 
 def sev_digest(*, ovmf: Ovmf, kernel_hashes: H.KernelHashes | None = None) -> bytes:
