@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sevbox.errors import FormatError, UsageError, VerificationError
 from sevbox.sev import idblock as I
@@ -98,3 +100,22 @@ def test_bad_id_auth() -> None:
         I.verify_id_auth(bytes(0x60), bytes(10))
     with pytest.raises(FormatError, match="curve"):
         I.verify_id_auth(bytes(0x60), bytes(0x1000))
+
+
+@settings(max_examples=60)
+@given(
+    st.binary(min_size=0x60, max_size=0x60),
+    st.lists(st.tuples(st.integers(0, 0xFFF), st.integers(0, 255)), max_size=8),
+)
+def test_mutated_id_auth_gives_typed_errors(block: bytes, flips: list[tuple[int, int]]) -> None:
+    auth = bytearray(_SIGNED.id_auth)
+    for at, value in flips:
+        auth[at] = value
+    try:
+        I.verify_id_auth(block, bytes(auth))
+    except (FormatError, VerificationError):
+        return
+    assert block == _SIGNED.id_block  # only the genuine block can verify
+
+
+_SIGNED = I.sign_id_block(block=I.IdBlock(launch_digest=LD), id_key=ID_KEY, author_key=AUTHOR_KEY)
