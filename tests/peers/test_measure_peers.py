@@ -360,3 +360,18 @@ def test_validate_same_exit_codes(
         capsys.readouterr()
     assert ours == peer_codes
     assert {0, 1, 2} <= set(ours)  # the batch exercised success, failure and usage errors
+
+
+@pytest.mark.parametrize("name", ["OVMF_CODE.fd", "OVMF_CODE_4M.fd"])
+def test_debian_firmware_whole_images(name: str) -> None:
+    """The full-size OVMF builds Debian ships (installed by scripts/setup), without a kernel."""
+    path = Path("/usr/share/OVMF") / name
+    ovmf = parse_ovmf(path.read_bytes())
+    assert not ovmf.has_sev_hashes_table  # Debian does not ship the AmdSev build
+    for vcpus, cpu in ((1, "EPYC-v4"), (8, "EPYC-Milan"), (64, "EPYC-Genoa")):
+        sig = V.CPU_SIGS[cpu]
+        ours, _ = M.snp_digest(ovmf=ovmf, vcpus=vcpus, vcpu_sig=sig)
+        assert ours == guest.snp_calc_launch_digest(vcpus, sig, str(path), None, None, None, 0x1, "")
+        ours = M.seves_digest(ovmf=ovmf, vcpus=vcpus, vcpu_sig=sig)
+        assert ours == guest.seves_calc_launch_digest(vcpus, sig, str(path), None, None, None)
+    assert M.sev_digest(ovmf=ovmf) == guest.sev_calc_launch_digest(str(path), None, None, None)

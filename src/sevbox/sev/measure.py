@@ -57,6 +57,9 @@ PAGE = 4096
 LD_SNP_SIZE = 48
 SNP_VMSA_GPA = 0xFFFFFFFFF000  # (u64)-1, page-aligned, bits above 51 clear
 _WHAT = "OVMF firmware"
+# Real firmware declares well under 1 MiB of SEV metadata sections; a forged image could declare
+# 4 GiB per section (a million PAGE_INFO updates each). Refuse instead of hanging.
+_MAX_METADATA_BYTES = 256 << 20
 
 
 class Mode(enum.Enum):
@@ -260,9 +263,22 @@ def snp_ovmf_hash(ovmf: Ovmf) -> bytes:
 def _snp_metadata(
     gctx: SnpLaunchDigest, ovmf: Ovmf, kernel_hashes: H.KernelHashes | None, vmm_type: VmmType
 ) -> None:
+    total = 0
     for s in ovmf.metadata_sections:
         if not s.known:
             raise FormatError(f"unknown OVMF SEV metadata section type {s.kind:#x}", what=_WHAT)
+        if s.gpa % PAGE or s.gpa + s.size > 1 << 32:
+            raise FormatError(
+                f"SEV metadata section at {s.gpa:#x} (+{s.size:#x}) is not page-aligned below 4 GiB",
+                what=_WHAT,
+            )
+        total += s.size
+    if total > _MAX_METADATA_BYTES:
+        raise FormatError(
+            f"SEV metadata sections cover {total:#x} bytes, more than any firmware needs "
+            f"({_MAX_METADATA_BYTES:#x}); refusing to measure them",
+            what=_WHAT,
+        )
     if kernel_hashes is not None and not ovmf.has_section(SectionType.SNP_KERNEL_HASHES):
         raise FormatError(
             "a kernel was given but this OVMF's SEV metadata has no SNP_KERNEL_HASHES section, so kernel, "

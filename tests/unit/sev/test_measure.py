@@ -8,10 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sevbox.errors import FormatError
 from sevbox.sev import hashes as H
 from sevbox.sev import measure as M
+from sevbox.sev import ovmf as O
 from sevbox.sev import vmsa as V
 from sevbox.sev.ovmf import parse_ovmf
 
@@ -174,3 +177,31 @@ def test_sha256_stream() -> None:
     data = bytes(range(256)) * 1000
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
     assert M.sha256_stream(chunks) == hashlib.sha256(data).digest()
+
+
+def test_huge_metadata_sections_refused() -> None:
+    img = bytearray(AMDSEV_BYTES)
+    start = len(img) - int.from_bytes(AMDSEV.table[O.SEV_METADATA_GUID][:4], "little")
+    struct.pack_into("<I", img, start + 16 + 4, 0xFFFF0000)  # first section's size
+    with pytest.raises(FormatError):
+        M.snp_digest(ovmf=parse_ovmf(bytes(img)), vcpus=1, vcpu_sig=EPYC)
+    struct.pack_into("<II", img, start + 16, 0x1000, 0x10000000)  # 256 MiB, page-aligned
+    struct.pack_into("<I", img, start + 16 + 12 + 4, 0x1000000)
+    with pytest.raises(FormatError, match="more than any firmware needs"):
+        M.snp_digest(ovmf=parse_ovmf(bytes(img)), vcpus=1, vcpu_sig=EPYC)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.integers(3072, 4095), st.integers(0, 255)), min_size=1, max_size=4))
+def test_mutated_firmware_digest_or_format_error(flips: list[tuple[int, int]]) -> None:
+    """Flips in the table area: a digest or a FormatError, never a crash or a hang."""
+    img = bytearray(AMDSEV_BYTES)
+    for at, value in flips:
+        img[at] = value
+    try:
+        ovmf = parse_ovmf(bytes(img))
+        ld, _ = M.snp_digest(ovmf=ovmf, vcpus=2, vcpu_sig=EPYC, kernel_hashes=CONSOLE)
+        es = M.seves_digest(ovmf=ovmf, vcpus=2, vcpu_sig=EPYC, kernel_hashes=CONSOLE)
+    except FormatError:
+        return
+    assert len(ld) == 48 and len(es) == 32
