@@ -155,9 +155,9 @@ def _measure(args: argparse.Namespace) -> int:
     if mode is M.Mode.SNP_OVMF_HASH:
         digest = M.snp_ovmf_hash(ovmf)
         return _print_measure(args, mode, digest, hex_only=True)
-    if args.initrd is not None and args.kernel is None:
+    if args.initrd and not args.kernel:
         raise UsageError("--kernel required when using --initrd")
-    if args.append is not None and args.kernel is None:
+    if args.append and not args.kernel:
         raise UsageError("--kernel required when using --append")
     if args.snp_ovmf_hash and mode is not M.Mode.SNP:
         raise UsageError("--snp-ovmf-hash only works with --mode snp")
@@ -232,7 +232,7 @@ def _print_measure(args: argparse.Namespace, mode: Any, digest: bytes, *, hex_on
             "vmsa_fpu": args.vmsa_fpu if mode.value in ("seves", "snp") else None,
         }
         print(json.dumps(out, indent=2))
-    elif args.verbose:
+    elif args.verbose and not hex_only:
         print(f"Calculated {_MODE_NAMES[mode.value]} guest measurement: {text}")
     else:
         print(text)
@@ -262,22 +262,26 @@ FCW zero), as virt-qemu-sev-validate and sevctl build them; hosts whose kernel s
 
 def _configure_validate(parser: argparse.ArgumentParser) -> None:
     state = parser.add_argument_group("virtual machine launch state")
-    state.add_argument("--measurement", "-m", help="the reported measurement (base64 of MEASURE || MNONCE)")
-    state.add_argument("--api-major", type=_int0, help="SEV API major version of the launch")
-    state.add_argument("--api-minor", type=_int0, help="SEV API minor version")
-    state.add_argument("--build-id", type=_int0, help="SEV firmware build ID")
-    state.add_argument("--policy", type=_int0, help="the guest's SEV policy (e.g. 0x05 for SEV-ES)")
+    state.add_argument(
+        "--measurement", "-m", metavar="B64", help="the reported measurement (base64 of MEASURE || MNONCE)"
+    )
+    state.add_argument("--api-major", type=_int0, metavar="N", help="SEV API major version of the launch")
+    state.add_argument("--api-minor", type=_int0, metavar="N", help="SEV API minor version")
+    state.add_argument("--build-id", type=_int0, metavar="N", help="SEV firmware build ID")
+    state.add_argument(
+        "--policy", type=_int0, metavar="VALUE", help="the guest's SEV policy (e.g. 0x05 for SEV-ES)"
+    )
     cfg = parser.add_argument_group("virtual machine config")
-    cfg.add_argument("--firmware", "-f", help="path to the firmware (OVMF) image")
-    cfg.add_argument("--kernel", "-k", help="path to the kernel (QEMU -kernel)")
-    cfg.add_argument("--initrd", "-r", help="path to the initrd (needs --kernel)")
-    cfg.add_argument("--cmdline", "-e", help="kernel command line (needs --kernel)")
-    cfg.add_argument("--num-cpus", "-n", type=int, help="number of vCPUs (SEV-ES)")
-    cfg.add_argument("--vmsa-cpu0", "-0", help="VMSA of the boot vCPU (4096-byte file)")
-    cfg.add_argument("--vmsa-cpu1", "-1", help="VMSA of the other vCPUs (4096-byte file)")
-    cfg.add_argument("--cpu-family", type=int, help="host CPU family (to build the VMSAs)")
-    cfg.add_argument("--cpu-model", type=int, help="host CPU model")
-    cfg.add_argument("--cpu-stepping", type=int, help="host CPU stepping")
+    cfg.add_argument("--firmware", "-f", metavar="PATH", help="path to the firmware (OVMF) image")
+    cfg.add_argument("--kernel", "-k", metavar="PATH", help="path to the kernel (QEMU -kernel)")
+    cfg.add_argument("--initrd", "-r", metavar="PATH", help="path to the initrd (needs --kernel)")
+    cfg.add_argument("--cmdline", "-e", metavar="CMDLINE", help="kernel command line (needs --kernel)")
+    cfg.add_argument("--num-cpus", "-n", type=int, metavar="N", help="number of vCPUs (SEV-ES)")
+    cfg.add_argument("--vmsa-cpu0", "-0", metavar="PATH", help="VMSA of the boot vCPU (4096-byte file)")
+    cfg.add_argument("--vmsa-cpu1", "-1", metavar="PATH", help="VMSA of the other vCPUs (4096-byte file)")
+    cfg.add_argument("--cpu-family", type=int, metavar="N", help="host CPU family (to build the VMSAs)")
+    cfg.add_argument("--cpu-model", type=int, metavar="N", help="host CPU model")
+    cfg.add_argument("--cpu-stepping", type=int, metavar="N", help="host CPU stepping")
     cfg.add_argument(
         "--vmsa-fpu",
         choices=("current", "legacy"),
@@ -285,9 +289,9 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
         help="FPU init of built VMSAs: legacy (zeros, as virt-qemu-sev-validate; default) or current "
         "(MXCSR 0x1f80, FCW 0x37f, as newer host kernels and 'attest measure')",
     )
-    cfg.add_argument("--tik", help="TIK file of the launch session (16 bytes)")
-    cfg.add_argument("--tek", help="TEK file of the launch session (16 bytes)")
-    cfg.add_argument("--tk", help="TEK||TIK combined file (32 bytes), instead of --tik/--tek")
+    cfg.add_argument("--tik", metavar="PATH", help="TIK file of the launch session (16 bytes)")
+    cfg.add_argument("--tek", metavar="PATH", help="TEK file of the launch session (16 bytes)")
+    cfg.add_argument("--tk", metavar="PATH", help="TEK||TIK combined file (32 bytes), instead of --tik/--tek")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing; the exit code says")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_validate)
@@ -470,10 +474,28 @@ def _configure_id_block(parser: argparse.ArgumentParser) -> None:
     a("--measurement", metavar="VALUE", required=True, help="SNP launch digest, base64 (48 bytes)")
     a("--idkey", metavar="PATH", help="ID private key (P-384, PEM)")
     a("--authorkey", metavar="PATH", help="author private key (P-384, PEM)")
-    a("--policy", type=_int0, default=0x30000, help="SNP guest policy in the block (default 0x30000)")
-    a("--guest-svn", type=_int0, default=0, help="guest security version number (default 0)")
-    a("--family-id", type=_hex16, default=bytes(16), help="family ID, 32 hex digits (default zeros)")
-    a("--image-id", type=_hex16, default=bytes(16), help="image ID, 32 hex digits (default zeros)")
+    a(
+        "--policy",
+        type=_int0,
+        default=0x30000,
+        metavar="VALUE",
+        help="SNP guest policy in the block (default 0x30000)",
+    )
+    a("--guest-svn", type=_int0, default=0, metavar="N", help="guest security version number (default 0)")
+    a(
+        "--family-id",
+        type=_hex16,
+        default=bytes(16),
+        metavar="HEX",
+        help="family ID, 32 hex digits (default zeros)",
+    )
+    a(
+        "--image-id",
+        type=_hex16,
+        default=bytes(16),
+        metavar="HEX",
+        help="image ID, 32 hex digits (default zeros)",
+    )
     a("--json", action="store_true", help="print id_block, id_auth and the key digests as JSON (base64)")
     parser.set_defaults(handler=_id_block)
 

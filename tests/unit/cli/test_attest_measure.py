@@ -103,6 +103,7 @@ def test_measure_ovmf_hash_and_seed(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "measure", "--mode", "snp:ovmf-hash", "--ovmf", AMDSEV)
     seed = out.strip()
     assert code == 0 and len(seed) == 96
+    assert run(capsys, "measure", "--mode", "snp:ovmf-hash", "--ovmf", AMDSEV, "-v")[1] == out  # as the peer
     code, out, _ = run(
         capsys,
         "measure",
