@@ -36,6 +36,7 @@ __all__ = [
     "ID_BLOCK_SIZE",
     "IdBlock",
     "SignedIdBlock",
+    "assemble_id_auth",
     "key_digest",
     "load_private_key",
     "public_key_bytes",
@@ -139,23 +140,38 @@ def sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     return body + bytes(SIG_SIZE - len(body))
 
 
+def assemble_id_auth(*, id_block_sig: bytes, id_key: bytes, author: tuple[bytes, bytes] | None) -> bytes:
+    """The 0x1000-byte ID auth from its parts: signatures (0x200) and public keys (0x404);
+    ``author`` is (signature of the ID key by the author key, author public key), or None."""
+    if len(id_block_sig) != SIG_SIZE or len(id_key) != PUBKEY_SIZE:
+        raise UsageError("an SNP signature is 0x200 bytes and a public key 0x404 bytes")
+    auth = bytearray(ID_AUTH_SIZE)
+    struct.pack_into("<II", auth, 0, ALGO_ECDSA_P384_SHA384, ALGO_ECDSA_P384_SHA384)
+    auth[_SIG_OFF : _SIG_OFF + SIG_SIZE] = id_block_sig
+    auth[_ID_KEY_OFF : _ID_KEY_OFF + PUBKEY_SIZE] = id_key
+    if author is not None:
+        id_key_sig, author_key = author
+        if len(id_key_sig) != SIG_SIZE or len(author_key) != PUBKEY_SIZE:
+            raise UsageError("an SNP signature is 0x200 bytes and a public key 0x404 bytes")
+        auth[_ID_KEY_SIG_OFF : _ID_KEY_SIG_OFF + SIG_SIZE] = id_key_sig
+        auth[_AUTHOR_KEY_OFF : _AUTHOR_KEY_OFF + PUBKEY_SIZE] = author_key
+    return bytes(auth)
+
+
 def sign_id_block(
     *, block: IdBlock, id_key: ec.EllipticCurvePrivateKey, author_key: ec.EllipticCurvePrivateKey | None
 ) -> SignedIdBlock:
     packed = block.pack()
     id_pub = public_key_bytes(id_key)
-    auth = bytearray(ID_AUTH_SIZE)
-    struct.pack_into("<II", auth, 0, ALGO_ECDSA_P384_SHA384, ALGO_ECDSA_P384_SHA384)
-    auth[_SIG_OFF : _SIG_OFF + SIG_SIZE] = sign(id_key, packed)
-    auth[_ID_KEY_OFF : _ID_KEY_OFF + PUBKEY_SIZE] = id_pub
     author_digest = None
+    author_parts = None
     if author_key is not None:
-        auth[_ID_KEY_SIG_OFF : _ID_KEY_SIG_OFF + SIG_SIZE] = sign(author_key, id_pub)
-        auth[_AUTHOR_KEY_OFF : _AUTHOR_KEY_OFF + PUBKEY_SIZE] = public_key_bytes(author_key)
+        author_parts = (sign(author_key, id_pub), public_key_bytes(author_key))
         author_digest = key_digest(author_key)
+    auth = assemble_id_auth(id_block_sig=sign(id_key, packed), id_key=id_pub, author=author_parts)
     return SignedIdBlock(
         id_block=packed,
-        id_auth=bytes(auth),
+        id_auth=auth,
         id_key_digest=key_digest(id_key),
         author_key_digest=author_digest,
     )
