@@ -205,3 +205,37 @@ def test_mutated_firmware_digest_or_format_error(flips: list[tuple[int, int]]) -
     except FormatError:
         return
     assert len(ld) == 48 and len(es) == 32
+
+
+# virtee/sev (an independent Rust implementation) tests/measurement.rs known answers (QEMU VMM):
+# (image, vCPUs, guest features, kernel /dev/null without --append?, seeded with the OVMF hash?, digest)
+NO_APPEND = H.KernelHashes.of(kernel=b"", initrd=b"", append=None)
+VIRTEE_SNP = [
+    ("amdsev", 1, 0x1, True, True, "ddc5224521617a536ee7ce9dd6224d1b58a8d4fda1c741f3"
+     "ac99fc4bfa04ba6e9fc98646d4a07a9079397fa3852819b5"),
+    ("amdsev", 1, 0x21, True, True, "329c8ce0972ae52343b64d34a434a86f245dfd74f5ed7aae"
+     "15d22efc78fb9683632b9b50e4e1d7fa41179ef98a7ef198"),
+    ("amdsev", 1, 0x21, False, False, "e1e1ca029dd7973ab9513295be68198472dcd4fc834bd9af"
+     "9b63f6e8a1674dbf281a9278a4a2ebe0eed9f22adbcd0e2b"),
+    ("amdsev", 4, 0x1, True, False, "5061fffb019493a903613d56d54b94912a1a2f9e4502385f"
+     "5c194616753720a92441310ba6c4933de877c36e23046ad5"),
+    ("amdsev", 4, 0x21, True, False, "4953b1fb416fa874980e8442b3706d345926d5f38879134e"
+     "00813c5d7abcbe78eafe7b422907be0b4698e2414a631942"),
+    ("x64", 1, 0x21, False, False, "28797ae0afaba4005a81e629acebfb59e6687949d6be4400"
+     "7cd5506823b0dd66f146aaae26ff291eed7b493d8a64c385"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", VIRTEE_SNP, ids=[c[-1][:8] for c in VIRTEE_SNP])
+def test_virtee_sev_snp_vectors(case: tuple[str, int, int, bool, bool, str]) -> None:
+    image, vcpus, features, with_kernel, seeded, expected = case
+    ovmf = AMDSEV if image == "amdsev" else OVMFX64
+    ld, _ = M.snp_digest(
+        ovmf=ovmf,
+        vcpus=vcpus,
+        vcpu_sig=EPYC,
+        guest_features=features,
+        kernel_hashes=NO_APPEND if with_kernel else None,
+        ovmf_hash=bytes.fromhex(OVMF_HASH) if seeded else None,
+    )
+    assert ld.hex() == expected
