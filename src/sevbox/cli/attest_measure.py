@@ -292,6 +292,19 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
     cfg.add_argument("--tik", metavar="PATH", help="TIK file of the launch session (16 bytes)")
     cfg.add_argument("--tek", metavar="PATH", help="TEK file of the launch session (16 bytes)")
     cfg.add_argument("--tk", metavar="PATH", help="TEK||TIK combined file (32 bytes), instead of --tik/--tek")
+    other = parser.add_argument_group(
+        "virt-qemu-sev-validate options refused here (exit 2, with what to use instead)"
+    )
+    other.add_argument("--domain", "-o", metavar="NAME", help="libvirt mode: not supported (give the state)")
+    other.add_argument("--connect", "-c", metavar="URI", help=argparse.SUPPRESS)
+    other.add_argument("--insecure", "-i", action="store_true", help=argparse.SUPPRESS)
+    other.add_argument("--ignore-config", "-g", action="store_true", help=argparse.SUPPRESS)
+    other.add_argument(
+        "--inject-secret", "-s", action="append", default=[], metavar="GUID:PATH",
+        help="secret injection: use 'sevbox attest secret'",
+    )  # fmt: skip
+    other.add_argument("--secret-payload", metavar="PATH", help=argparse.SUPPRESS)
+    other.add_argument("--secret-header", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing; the exit code says")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_validate)
@@ -309,6 +322,13 @@ def _unsupported(message: str) -> _Exit:
 
 
 def _check_usage(args: argparse.Namespace) -> None:
+    if args.domain is not None or args.connect is not None or args.insecure or args.ignore_config:
+        raise _unsupported(
+            "libvirt mode (--domain/--connect) is not supported: give the launch state instead "
+            "(--measurement, --api-major, --api-minor, --build-id, --policy; 'virsh domlaunchsecinfo')"
+        )
+    if args.inject_secret or args.secret_payload is not None or args.secret_header is not None:
+        raise _unsupported("secret injection is done by 'sevbox attest secret' (after validation)")
     if args.tk is not None:
         if args.tik is not None or args.tek is not None:
             raise _unsupported("--tk is mutually exclusive with --tek/--tik")

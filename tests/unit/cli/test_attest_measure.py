@@ -268,6 +268,8 @@ def test_validate_sev_kernel(capsys: pytest.CaptureFixture[str]) -> None:
         (["--measurement", "!!notbase64", *SKU], 6),
         (["--measurement", "AAAA", *SKU], 1),
         (["--measurement", SEVES_BLOB, *SKU, "--tk", TIK], 2),
+        (["--measurement", SEVES_BLOB, *SKU, "--domain", "vm1"], 2),
+        (["--measurement", SEVES_BLOB, *SKU, "--inject-secret", "luks-key:/dev/null"], 2),
     ],
 )
 def test_validate_exit_codes(capsys: pytest.CaptureFixture[str], extra: list[str], code: int) -> None:
