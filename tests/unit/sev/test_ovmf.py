@@ -164,3 +164,19 @@ def test_mutated_real_suffix_parses_or_format_error(flips: list[tuple[int, int]]
         return
     for s in o.metadata_sections:
         assert 0 <= s.gpa < 1 << 32 and 0 <= s.size < 1 << 32
+
+
+_GUIDS = st.sampled_from(
+    [O.SEV_ES_RESET_BLOCK_GUID, O.SEV_HASH_TABLE_RV_GUID, O.SEV_SECRET_BLOCK_GUID, uuid.UUID(int=7)]
+)
+
+
+@settings(max_examples=100)
+@given(st.dictionaries(_GUIDS, st.binary(min_size=8, max_size=40), max_size=4), st.integers(0, 3))
+def test_built_tables_round_trip(entries: dict[uuid.UUID, bytes], pad_pages: int) -> None:
+    img = build_image(list(entries.items()), size=4096 * (pad_pages + 1))
+    o = O.parse_ovmf(img)
+    assert dict(o.table) == entries
+    assert o.gpa == O.FOUR_GIB - len(img)
+    if O.SEV_ES_RESET_BLOCK_GUID in entries:
+        assert o.sev_es_reset_eip == int.from_bytes(entries[O.SEV_ES_RESET_BLOCK_GUID][:4], "little")
