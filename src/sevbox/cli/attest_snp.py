@@ -30,12 +30,12 @@ _VERIFY_DESC = """\
 Verify an SEV-SNP attestation report and print each check ok/FAILED (or skipped when an earlier
 check makes it meaningless). Exit status 0 only if every check holds.
 
-Checks: the AMD chain (ARK self-signed, ARK -> ASK or ASVK, ASK -> VCEK or ASVK -> VLEK; RSA-PSS
-SHA-384), certificate dates, the report's ECDSA P-384 signature over bytes 0x000-0x29F, then (only
-once the signature holds) the signing key type, the product (CPUID, v3+), TCB in the certificate ==
-REPORTED_TCB, VCEK hwID == CHIP_ID, no DEBUG and no migration agent (unless allowed), and the
-expectations you give. The chain is built in for Milan, Genoa and Turin and picked from --product,
-else the certificate's product name, else the report's CPUID fields.
+Checks: the AMD chain (the ARK is AMD's, ARK self-signed, ARK -> ASK or ASVK, ASK -> VCEK or
+ASVK -> VLEK; RSA-PSS SHA-384), certificate dates, the report's ECDSA P-384 signature over bytes
+0x000-0x29F, then (only once the signature holds) the signing key type, the product (CPUID, v3+),
+TCB in the certificate == REPORTED_TCB, VCEK hwID == CHIP_ID, no DEBUG and no migration agent
+(unless allowed), and the expectations you give. The chain is built in for Milan, Genoa and
+Turin, picked from --product, else the certificate's product name, else the report's CPUID.
 
 example:
   sevbox attest report verify report.bin --vcek vcek.der \\
@@ -220,6 +220,7 @@ def _verify(args: argparse.Namespace) -> int:
         product=args.product,
         expect=expect,
         now=dt.datetime.now(dt.UTC),
+        allow_foreign_ark=args.trust_chain_root,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -398,6 +399,11 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
             type=str.lower,
             choices=_PRODUCTS,
             help="product line (default: from the certificate, else the report's CPUID)",
+        )
+        ver.add_argument(
+            "--trust-chain-root",
+            action="store_true",
+            help="accept a --chain whose ARK is not AMD's built-in one (test or private roots only)",
         )
         ver.add_argument("--measurement", metavar="HEX", help="expected MEASUREMENT (48 bytes)")
         ver.add_argument(

@@ -2,6 +2,8 @@
 
 :func:`verify_report` runs, in this order, each giving ``ok``, ``FAILED`` or ``skipped`` with a detail:
 
+* ``ARK is AMD's``: the root is the ARK built into sevbox for the product (a chain given by the
+  caller may bring another root only when ``allow_foreign_ark``);
 * ``ARK self-signed``, ``ARK -> ASK`` (``ARK -> ASVK``), ``ASK -> VCEK`` (``ASVK -> VLEK``): the chain,
   RSASSA-PSS SHA-384, from the chain given or the one built in for the product;
 * ``certificate dates`` (only when ``now`` is given: pure code has no clock);
@@ -189,11 +191,13 @@ def verify_report(
     product: str | None = None,
     expect: Expectations | None = None,
     now: dt.datetime | None = None,
+    allow_foreign_ark: bool = False,
 ) -> VerifyResult:
     """Check ``report`` against ``vcek`` (a VCEK or VLEK) and its AMD chain; see the module doc.
 
     Malformed input (report length/version, certificate without the AMD extensions) raises
-    FormatError; everything else is a check in the result. ``chain`` overrides the built-in chain.
+    FormatError; everything else is a check in the result. ``chain`` overrides the built-in chain;
+    its ARK must still be AMD's (the one built in for the product) unless ``allow_foreign_ark``.
     """
     expect = expect or Expectations()
     unverified = report if isinstance(report, UnverifiedReport) else parse_report_unverified(report)
@@ -213,7 +217,17 @@ def verify_report(
     mid_name = "ASVK" if vlek else "ASK"
     mid = chain.intermediate(vlek)
 
-    # 1. The chain.
+    # 1. The chain, rooted in AMD's ARK.
+    amd_ark = builtin_chain(prod).ark
+    if chain.ark.der == amd_ark.der:
+        add("ARK is AMD's", True, f"the built-in AMD {prod} ARK (sha256 {amd_ark.fingerprint[:16]}…)")
+    else:
+        add(
+            "ARK is AMD's",
+            allow_foreign_ark,
+            f"{chain.ark.subject_cn} (sha256 {chain.ark.fingerprint[:16]}…) is not the built-in "
+            f"AMD {prod} ARK" + (": accepted as asked" if allow_foreign_ark else ""),
+        )
     try:
         verify_link(chain.ark, chain.ark, check="ARK self-signed")
         add("ARK self-signed", True, f"{chain.ark.subject_cn} (sha256 {chain.ark.fingerprint[:16]}…)")

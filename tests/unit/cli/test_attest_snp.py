@@ -74,7 +74,7 @@ def test_verify_real_report_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
         "--vmpl", "0",
     )  # fmt: skip
     assert code == 0, out + err
-    assert out.splitlines()[-1].startswith("verified: all 15 checks hold (Milan, VCEK)")
+    assert out.splitlines()[-1].startswith("verified: all 16 checks hold (Milan, VCEK)")
     for line in out.splitlines()[:-1]:
         assert line.startswith("ok      ")
 

@@ -12,7 +12,7 @@ from sevbox.sev.snp import TcbVersion
 from sevbox.sev.vcek import ProductChain, parse_certificate
 from sevbox.sev.verify import Expectations, Status, VerifyResult, policy_within, verify_report
 
-CHAIN_CHECKS = ["ARK self-signed", "ARK -> ASK", "ASK -> VCEK"]
+CHAIN_CHECKS = ["ARK is AMD's", "ARK self-signed", "ARK -> ASK", "ASK -> VCEK"]
 
 
 def status(result: VerifyResult) -> dict[str, str]:
@@ -45,7 +45,7 @@ def test_virtee_report_verifies_with_the_builtin_chain() -> None:
     assert r.ok, r.failed
     assert r.product == "Milan" and r.kind == "VCEK" and r.report is not None and r.report.verified
     names = [c.name for c in r.checks]
-    assert names[:3] == CHAIN_CHECKS
+    assert names[:4] == CHAIN_CHECKS
     assert names.index("report signature") < names.index("TCB")
     for n in ("certificate dates", "signing key", "product", "TCB", "hwID", "debug", "migration agent"):
         assert n in names
@@ -118,6 +118,7 @@ def test_synthetic_v3_milan_all_checks() -> None:
         snpkit.report(version=3),
         vcek,
         chain=chain,
+        allow_foreign_ark=True,
         expect=Expectations(host_data=b"\xaa" * 32, report_data=b"\x01\x02\x03", vmpl=0),
     )
     assert r.ok, r.failed
@@ -138,52 +139,72 @@ def test_synthetic_turin_v5_with_8_byte_hwid() -> None:
     vcek = parse_certificate(snpkit.vcek(ca, product_name="Turin", turin=True, spl=spl, hwid=chip[:8]))
     tcb = snpkit.tcb_bytes(fmc=1, bl=2, tee=3, snp=4, ucode=9, turin=True)
     raw = snpkit.report(version=5, cpuid=(0x1A, 0x02, 0x01), tcb=tcb, chip_id=chip)
-    r = verify_report(raw, vcek, chain=fake_chain("Turin"), expect=Expectations(min_tcb={"fmc": 1, "snp": 4}))
+    r = verify_report(
+        raw,
+        vcek,
+        chain=fake_chain("Turin"),
+        allow_foreign_ark=True,
+        expect=Expectations(min_tcb={"fmc": 1, "snp": 4}),
+    )
     assert r.ok, r.failed
     assert r.report is not None and r.report.reported_tcb.fmc == 1
     # the same SPLs read in Milan's layout would not match: the layout matters
     milan_reading = TcbVersion(r.report.reported_tcb.raw)
     assert milan_reading.snp != 4
-    low = verify_report(raw, vcek, chain=fake_chain("Turin"), expect=Expectations(min_tcb={"fmc": 2}))
+    low = verify_report(
+        raw, vcek, chain=fake_chain("Turin"), allow_foreign_ark=True, expect=Expectations(min_tcb={"fmc": 2})
+    )
     assert [c.name for c in low.failed] == ["minimum TCB"]
 
 
 def test_tcb_mismatch_and_hwid_mismatch() -> None:
     ca = snpkit.make_ca("Milan")
     vcek = parse_certificate(snpkit.vcek(ca, spl={"snp": 9}, hwid=b"\x22" * 64))
-    r = verify_report(snpkit.report(), vcek, chain=fake_chain())
+    r = verify_report(snpkit.report(), vcek, chain=fake_chain(), allow_foreign_ark=True)
     assert [c.name for c in r.failed] == ["TCB", "hwID"]
 
 
 def test_masked_chip_id_fails_hwid() -> None:
     vcek = parse_certificate(snpkit.vcek(snpkit.make_ca("Milan")))
-    r = verify_report(snpkit.report(mask_chip=True), vcek, chain=fake_chain())
+    r = verify_report(snpkit.report(mask_chip=True), vcek, chain=fake_chain(), allow_foreign_ark=True)
     assert [c.name for c in r.failed] == ["hwID"]
     assert "masked" in r.failed[0].detail
 
 
 def test_product_check_catches_cpuid_disagreeing_with_the_certificate() -> None:
     vcek = parse_certificate(snpkit.vcek(snpkit.make_ca("Milan")))
-    r = verify_report(snpkit.report(cpuid=(0x19, 0x11, 0x0)), vcek, chain=fake_chain())  # Genoa CPUID
+    r = verify_report(
+        snpkit.report(cpuid=(0x19, 0x11, 0x0)), vcek, chain=fake_chain(), allow_foreign_ark=True
+    )  # Genoa CPUID
     assert [c.name for c in r.failed] == ["product"]
 
 
 def test_vlek_report_and_signing_key_field() -> None:
     ca = snpkit.make_ca("Milan")
     vlek = parse_certificate(snpkit.vcek(ca, hwid=None, csp_id="csp"))
-    r = verify_report(snpkit.report(signing=1), vlek, chain=fake_chain())
+    r = verify_report(snpkit.report(signing=1), vlek, chain=fake_chain(), allow_foreign_ark=True)
     assert r.ok, r.failed
     assert r.kind == "VLEK"
-    assert [c.name for c in r.checks][:3] == ["ARK self-signed", "ARK -> ASVK", "ASVK -> VLEK"]
-    wrong = verify_report(snpkit.report(signing=0), vlek, chain=fake_chain())
+    assert [c.name for c in r.checks][:4] == [
+        "ARK is AMD's",
+        "ARK self-signed",
+        "ARK -> ASVK",
+        "ASVK -> VLEK",
+    ]
+    wrong = verify_report(snpkit.report(signing=0), vlek, chain=fake_chain(), allow_foreign_ark=True)
     assert [c.name for c in wrong.failed] == ["signing key"]
     no_asvk = ProductChain("Milan", fake_chain().ark, fake_chain().ask, None)
-    assert status(verify_report(snpkit.report(signing=1), vlek, chain=no_asvk))["ARK -> ASVK"] == "FAILED"
+    assert (
+        status(verify_report(snpkit.report(signing=1), vlek, chain=no_asvk, allow_foreign_ark=True))[
+            "ARK -> ASVK"
+        ]
+        == "FAILED"
+    )
 
 
 def test_signature_algo_field_is_checked_after_the_signature() -> None:
     vcek = parse_certificate(snpkit.vcek(snpkit.make_ca("Milan")))
-    r = verify_report(snpkit.report(sig_algo=2), vcek, chain=fake_chain())
+    r = verify_report(snpkit.report(sig_algo=2), vcek, chain=fake_chain(), allow_foreign_ark=True)
     assert [c.name for c in r.failed] == ["signing key"]
 
 
@@ -194,6 +215,7 @@ def test_owner_expectations_fail_by_name() -> None:
         raw,
         vcek,
         chain=fake_chain(),
+        allow_foreign_ark=True,
         expect=Expectations(
             measurement=bytes(48),
             report_data=b"\x09",
@@ -210,13 +232,21 @@ def test_owner_expectations_fail_by_name() -> None:
         "policy",
         "VMPL",
     ]
-    ok = verify_report(raw, vcek, chain=fake_chain(), expect=Expectations(allow_migration_agent=True))
+    ok = verify_report(
+        raw, vcek, chain=fake_chain(), allow_foreign_ark=True, expect=Expectations(allow_migration_agent=True)
+    )
     assert ok.ok
 
 
 def test_certificate_dates() -> None:
     vcek = parse_certificate(snpkit.vcek(snpkit.make_ca("Milan")))
-    r = verify_report(snpkit.report(), vcek, chain=fake_chain(), now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    r = verify_report(
+        snpkit.report(),
+        vcek,
+        chain=fake_chain(),
+        allow_foreign_ark=True,
+        now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+    )
     assert [c.name for c in r.failed] == ["certificate dates"]
 
 
@@ -235,5 +265,20 @@ def test_unknown_product_needs_to_be_given() -> None:
     with pytest.raises(FormatError, match="--product"):
         verify_report(snpkit.report(version=2), vcek)
     # with v3 CPUID the product is found (and then confirmed)
-    r = verify_report(snpkit.report(version=3), vcek, chain=fake_chain())
+    r = verify_report(snpkit.report(version=3), vcek, chain=fake_chain(), allow_foreign_ark=True)
     assert r.product == "Milan"
+
+
+def test_a_foreign_root_fails_unless_allowed() -> None:
+    vcek = parse_certificate(snpkit.vcek(snpkit.make_ca("Milan")))
+    r = verify_report(snpkit.report(), vcek, chain=fake_chain())
+    assert [c.name for c in r.failed] == ["ARK is AMD's"]
+    assert "not the built-in AMD Milan ARK" in r.failed[0].detail
+    # a real AMD chain given explicitly (a KDS cert_chain answer) is AMD's
+    from sevbox.sev.vcek import parse_product_chain
+
+    kds_chain = parse_product_chain(snpkit.data("virtee_cert_chain_milan.pem"))
+    real = verify_report(
+        snpkit.virtee_report(), parse_certificate(snpkit.data("virtee_milan_vcek.der")), chain=kds_chain
+    )
+    assert real.ok, real.failed
