@@ -143,6 +143,17 @@ def _unavailable(verb: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def sub_verb(argv: Sequence[str], verb: str) -> str | None:
+    """The first non-option word after ``verb`` (group verbs use it to configure only that one)."""
+    rest = list(argv)
+    if verb in rest:
+        rest = rest[rest.index(verb) + 1 :]
+    return next((a for a in rest if not a.startswith("-")), None)
+
+
+ARGV: list[str] = []  # the command line being parsed (set by main)
+
+
 def build_parser(verb: str | None) -> Parser:
     parser = Parser(
         prog="sevbox",
@@ -189,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list
     logsetup.early()
     try:
+        ARGV[:] = args_list
         verb = _find_verb(args_list)
         if verb is not None and verb not in VERBS:
             raise UsageError(f"unknown command '{verb}'", hint="see 'sevbox --help'")

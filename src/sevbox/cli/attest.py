@@ -30,13 +30,17 @@ OWNERS: dict[str, str] = {
 
 
 def configure(verb: str, parser: argparse.ArgumentParser) -> None:
-    from sevbox.cli import Parser, _Formatter, _unavailable
+    from sevbox.cli import ARGV, Parser, _Formatter, _unavailable, sub_verb
+
+    chosen = sub_verb(ARGV, verb)
 
     parser.set_defaults(subparser=parser)
     sub = parser.add_subparsers(dest="attest_verb", metavar="SUB-COMMAND", parser_class=Parser)
     for name, help_ in VERBS[verb][2]:
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Formatter)
         module = OWNERS[name]
+        if name != chosen:  # only the sub-verb being run pays for its imports
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
