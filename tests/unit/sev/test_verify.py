@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 import snpkit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sevbox.errors import FormatError, VerificationError
 from sevbox.sev.snp import TcbVersion
@@ -282,3 +284,19 @@ def test_a_foreign_root_fails_unless_allowed() -> None:
         snpkit.virtee_report(), parse_certificate(snpkit.data("virtee_milan_vcek.der")), chain=kds_chain
     )
     assert real.ok, real.failed
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_fuzz_mutated_reports_never_verify_and_never_crash(data: st.DataObject) -> None:
+    vcek = parse_certificate(snpkit.data("virtee_milan_vcek.der"))
+    original = snpkit.virtee_report()
+    raw = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 6))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255).filter(lambda b, p=pos: b != original[p]))
+    try:
+        r = verify_report(bytes(raw), vcek)
+    except FormatError:
+        return
+    assert not r.ok
