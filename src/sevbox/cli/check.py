@@ -34,7 +34,8 @@ examples:
   sevbox check
   sevbox check --json | jq '.ready'
   sevbox check --require vm            # scripts: can this host run (unencrypted) VMs?
-  sevbox check --sysroot /tmp/hostcopy # diagnose a copy of another host's /proc, /sys, /dev
+  sevbox check --capture /tmp/hostcopy # copy what the check reads (send it to someone)
+  sevbox check --sysroot /tmp/hostcopy # diagnose that copy
 """
 
 _GUEST_DESCRIPTION = """\
@@ -70,6 +71,13 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
             help="exit 0 exactly when MODE (vm, sev, sev-es, sev-snp) is ready",
         )
         parser.add_argument(
+            "--capture",
+            metavar="DIR",
+            help="instead of checking, copy what the check reads (cpuinfo, cmdline, kvm_amd parameters,"
+            " SEV kernel messages, CPUID, OVMF tails, QEMU/libvirt answers) into the new directory DIR,"
+            " to diagnose elsewhere with --sysroot DIR",
+        )
+        parser.add_argument(
             "--quick",
             action="store_true",
             help="skip the slower probes (starting QEMU for query-sev-capabilities, asking libvirt)",
@@ -83,6 +91,13 @@ def _check(args: argparse.Namespace) -> int:
     from sevbox.config import load_config
     from sevbox.host.probe import MODES, REQUIRED, probe
 
+    if args.capture:
+        from sevbox.host.capture import capture
+
+        written = capture(Path(args.capture), run_programs=not args.quick)
+        print(f"wrote {len(written)} files to {args.capture}")
+        print(f"diagnose with: sevbox check --sysroot {args.capture}")
+        return 0
     sysroot = Path(args.sysroot)
     if not sysroot.is_dir():
         raise UsageError(f"--sysroot {args.sysroot}: not a directory")

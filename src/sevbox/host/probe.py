@@ -32,7 +32,7 @@ import shutil
 import socket
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -296,29 +296,67 @@ def parse_cpuinfo(text: str) -> tuple[str | None, str | None, frozenset[str] | N
     return vendor, model, flags
 
 
+CPUID_LEAVES = (0, 0x8000_0000, 0x8000_001F)
+
+
+def _load_cpuid_json(text: str) -> dict[int, tuple[int, int, int, int]]:
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    out = {}
+    for leaf, regs in raw.items():
+        vals = tuple(int(v, 16) if isinstance(v, str) else int(v) for v in regs)
+        if len(vals) != 4:
+            raise ValueError(f"leaf {leaf} needs 4 registers")
+        out[int(leaf, 16)] = (vals[0], vals[1], vals[2], vals[3])
+    return out
+
+
+def _cpuid_reader(sysroot: Path) -> tuple[Callable[[int], tuple[int, int, int, int]] | None, str]:
+    """How to read a CPUID leaf under ``sysroot``: the cpuid driver, else a captured cpuid.json."""
+    path = sysroot / "dev/cpu/0/cpuid"
+    if path.exists():
+        return (lambda leaf: read_cpuid(path, leaf)), str(path)
+    cap = sysroot / CAPTURE_DIR / "cpuid.json"
+    if sysroot.resolve() != Path("/") and cap.exists():
+        try:
+            table = _load_cpuid_json(cap.read_text())
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            return None, f"{cap} unreadable ({err}): using /proc/cpuinfo flags"
+
+        def from_table(leaf: int) -> tuple[int, int, int, int]:
+            if leaf not in table:
+                raise OSError(f"leaf {leaf:#x} not captured")
+            return table[leaf]
+
+        return from_table, str(cap)
+    return None, f"{path} absent (cpuid driver not loaded): using /proc/cpuinfo flags"
+
+
 def _cpu_facts(sysroot: Path) -> CpuFacts:
     try:
         vendor, model, flags = parse_cpuinfo((sysroot / "proc/cpuinfo").read_text())
     except OSError:
         vendor, model, flags = None, None, None
-    path = sysroot / "dev/cpu/0/cpuid"
+    reader, where = _cpuid_reader(sysroot)
+    if reader is None:
+        return CpuFacts(vendor, model, flags, None, where)
     try:
-        _, b, c, d = read_cpuid(path, 0)
-        cpuid_vendor = (b.to_bytes(4, "little") + d.to_bytes(4, "little") + c.to_bytes(4, "little")).decode(
-            "ascii", "replace"
-        )
-        vendor = vendor or cpuid_vendor
-        max_ext = read_cpuid(path, 0x8000_0000)[0]
+        _, b, c, d = reader(0)
+        regs = b.to_bytes(4, "little") + d.to_bytes(4, "little") + c.to_bytes(4, "little")
+        vendor = vendor or regs.decode("ascii", "replace")
+        max_ext = reader(0x8000_0000)[0]
         if max_ext < 0x8000_001F:
             cpuid = SevCpuid(0, 0, 0, 0)
-            note = f"{path}: highest extended leaf {max_ext:#x}, no leaf 0x8000001F"
+            note = f"{where}: highest extended leaf {max_ext:#x}, no leaf 0x8000001F"
         else:
-            cpuid = decode_cpuid_8000001f(*read_cpuid(path, 0x8000_001F))
-            note = f"read from {path}"
-    except FileNotFoundError:
-        cpuid, note = None, f"{path} absent (cpuid driver not loaded): using /proc/cpuinfo flags"
-    except OSError as err:
-        cpuid, note = None, f"{path} unreadable ({err.strerror or err}): using /proc/cpuinfo flags"
+            cpuid = decode_cpuid_8000001f(*reader(0x8000_001F))
+            note = f"read from {where}"
+    except (OSError, ValueError) as err:
+        cpuid, note = (
+            None,
+            f"{where} unreadable ({getattr(err, 'strerror', None) or err}): using /proc/cpuinfo flags",
+        )
     return CpuFacts(vendor, model, flags, cpuid, note)
 
 

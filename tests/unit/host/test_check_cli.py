@@ -100,3 +100,18 @@ def test_help_teaches() -> None:
         assert text in h
     g = sevbox("guest-check", "--help").stdout
     assert "0xC0010131" in g and "exit status: 0 memory encryption is active" in g
+
+
+def test_capture_then_sysroot_agrees_with_the_live_check(tmp_path: Path) -> None:
+    dest = tmp_path / "copy"
+    r = sevbox("check", "--capture", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert f"diagnose with: sevbox check --sysroot {dest}" in r.stdout
+    assert (dest / "proc/cpuinfo").read_text() == Path("/proc/cpuinfo").read_text()
+    assert (dest / "sevbox-capture/qemu-version.txt").read_text().startswith("QEMU emulator version")
+    live = json.loads(sevbox("check", "--json").stdout)
+    copy = json.loads(sevbox("check", "--json", "--sysroot", str(dest)).stdout)
+    assert copy["ready"] == live["ready"]
+    assert [(c["id"], c["ok"]) for c in copy["checks"]] == [(c["id"], c["ok"]) for c in live["checks"]]
+    again = sevbox("check", "--capture", str(dest))
+    assert again.returncode == 2 and "must be a new or empty directory" in again.stderr
