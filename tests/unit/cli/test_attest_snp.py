@@ -286,3 +286,19 @@ def test_subprocess_entry_point() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "verified: all" in r.stdout
+
+
+def test_fetch_turin_vcek_by_chip_id_and_tcb(
+    kds_root: tuple[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, seen = kds_root
+    served = tmp_path / "kds" / "vcek/v1/Turin"  # the fixture serves tmp_path/kds
+    served.mkdir(parents=True)
+    (served / "1e550a8ee5cf9f4d").write_bytes((DATA / "virtee_turin_vcek.der").read_bytes())
+    code, out, err = run(
+        capsys, "attest", "fetch", "vcek", "--product", "turin", "--chip-id", "1e550a8ee5cf9f4d",
+        "--tcb", "fmc=0,bl=0,tee=0,snp=0,ucode=9", "--url-base", base, "--no-cache", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert seen[-1] == "/vcek/v1/Turin/1e550a8ee5cf9f4d?fmcSPL=0&blSPL=0&teeSPL=0&snpSPL=0&ucodeSPL=9"
+    assert json.loads(out)["tcb"] == "0000000000000009 (fmc=0 bootloader=0 tee=0 snp=0 microcode=9)"

@@ -226,3 +226,21 @@ def test_fetch_crl_checks_the_ark_signature(tmp_path: Path) -> None:
     # the real AMD ARK did not sign a test CRL
     with pytest.raises(VerificationError):
         KdsClient(transport=lambda u, t: _crl(ca.ark_key)).fetch_crl("milan")
+
+
+def test_fetch_real_turin_vcek_by_turin_rules(
+    kds_server: tuple[str, Path, list[str]], tmp_path: Path
+) -> None:
+    base, root, requests = kds_server
+    (root / "vcek/v1/Turin/1e550a8ee5cf9f4d").write_bytes(snpkit.data("virtee_turin_vcek.der"))
+    client = KdsClient(base_url=base, cache_dir=tmp_path / "cache")
+    chip = bytes.fromhex("1e550a8ee5cf9f4d") + bytes(56)
+    tcb = TcbVersion.from_parts(fmc=0, bootloader=0, tee=0, snp=0, microcode=9, turin=True)
+    fetched = client.fetch_vcek("turin", chip, tcb)  # checked against the built-in SEV-Turin ASK
+    assert requests == ["/vcek/v1/Turin/1e550a8ee5cf9f4d?fmcSPL=0&blSPL=0&teeSPL=0&snpSPL=0&ucodeSPL=9"]
+    assert fetched.path is not None
+    assert fetched.path.relative_to(tmp_path / "cache").parts[:3] == ("vcek", "v1", "Turin")
+    with pytest.raises(VerificationError, match="for TCB"):
+        client.fetch_vcek(
+            "turin", chip, TcbVersion.from_parts(fmc=1, bootloader=0, tee=0, snp=0, microcode=9, turin=True)
+        )
