@@ -104,14 +104,23 @@ def _configure_chain(parser: argparse.ArgumentParser) -> None:
     from sevbox.sev.certs import PRODUCTS
 
     a = parser.add_argument
-    a("file", metavar="FILE", help="sevctl export output (PDH|PEK|OCA|CEK[|ASK|ARK]) or one certificate")
+    a(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="sevctl export output (PDH|PEK|OCA|CEK[|ASK|ARK]) or one certificate",
+    )
+    a("--sev", metavar="FILE", help="the same as FILE (sevctl verify's spelling)")
+    a("--oca", metavar="FILE", help="use this OCA certificate instead of the one in FILE (as sevctl verify)")
     a("--ca", metavar="ASK_ARK_FILE", help="trusted ASK|ARK file to use instead of the built-in ones")
     a("--product", choices=PRODUCTS, help="AMD product whose built-in ARK/ASK to use (default: from the CEK)")
     a("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_run_chain)
 
 
-def _chain_report(data: bytes, ca: tuple[bytes, bytes] | None, product: str | None) -> Any:
+def _chain_report(
+    data: bytes, ca: tuple[bytes, bytes] | None, product: str | None, oca: bytes | None = None
+) -> Any:
     from sevbox.sev import certs as C
 
     ask, ark = ca if ca is not None else (None, None)
@@ -119,8 +128,11 @@ def _chain_report(data: bytes, ca: tuple[bytes, bytes] | None, product: str | No
     if len(data) >= 4 * C.SEV_CERT_SIZE:
         e = C.parse_export(data)
         return C.verify_chain(
-            e.pdh, e.pek, e.oca, e.cek, ask=ask if ca else e.ask, ark=ark if ca else e.ark, **kw
-        )
+            e.pdh, e.pek, oca if oca is not None else e.oca, e.cek,
+            ask=ask if ca else e.ask, ark=ark if ca else e.ark, **kw,
+        )  # fmt: skip
+    if oca is not None:
+        raise UsageError("--oca replaces the OCA of a whole chain: FILE must be the sevctl export output")
     if len(data) == C.SEV_CERT_SIZE:
         cert = C.parse_sev_cert(data)
         if cert.usage == C.Usage.CEK:
@@ -178,7 +190,12 @@ def _raise_failed(report: Any, what: str) -> None:
 
 
 def _run_chain(args: argparse.Namespace) -> int:
-    report = _chain_report(_read(args.file, "certificate file"), _load_ca(args.ca), args.product)
+    if (args.file is None) == (args.sev is None):
+        raise UsageError("give the chain file once: FILE or --sev FILE")
+    oca = _read(args.oca, "--oca") if args.oca else None
+    report = _chain_report(
+        _read(args.file or args.sev, "certificate file"), _load_ca(args.ca), args.product, oca
+    )
     if args.json:
         _print_json(report.to_json())
     else:

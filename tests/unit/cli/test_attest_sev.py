@@ -132,6 +132,18 @@ def test_verify_chain_with_ca_file(capsys: pytest.CaptureFixture[str], tmp_path:
     assert rc == 1 and "ASK -> CEK       FAILED" in out
 
 
+def test_verify_chain_sevctl_spellings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    chain = str(export(tmp_path, "rome"))
+    assert run(capsys, "attest", "verify-chain", "--sev", chain)[0] == 0
+    assert run(capsys, "attest", "verify-chain", "--sev", chain, chain)[0] == 2
+    assert run(capsys, "attest", "verify-chain")[0] == 2
+    rc, out, _ = run(capsys, "attest", "verify-chain", chain, "--oca", str(DATA / "naples" / "oca.cert"))
+    assert rc == 1 and "OCA -> PEK       FAILED" in out and "OCA self-signed  ok" in out
+    assert run(capsys, "attest", "verify-chain", chain, "--oca", str(DATA / "rome" / "oca.cert"))[0] == 0
+    rc, _, err = run(capsys, "attest", "verify-chain", str(DATA / "rome" / "cek.cert"), "--oca", chain)
+    assert rc == 2 and "--oca replaces" in err
+
+
 # --- session ---------------------------------------------------------------------------------------
 
 

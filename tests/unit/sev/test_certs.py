@@ -122,7 +122,7 @@ def _flip_positions(length: int, stride: int) -> list[int]:
 
 @pytest.mark.parametrize(("product", "stride"), [("naples", 23), ("rome", 29)])
 def test_every_flipped_byte_fails_and_names_a_link(product: str, stride: int) -> None:
-    """A sample here; bench/sev_chain.py flips every byte of both chains (all fail)."""
+    """A sample here; bench/bench_sev_owner.py flips every byte of both chains (all fail)."""
     blob = full_export(product)
     n = C.SEV_CERT_SIZE
     seen: set[str] = set()

@@ -120,3 +120,14 @@ def test_refuses_non_pdh_and_bad_sizes() -> None:
         S.Session.decode(bytes(0x7F))
     with pytest.raises(FormatError):
         S.aes128_ctr(bytes(16), bytes(8), b"x")
+
+
+@settings(max_examples=100)
+@given(st.binary(max_size=200))
+def test_session_decode_random(data: bytes) -> None:
+    try:
+        s = S.Session.decode(data)
+    except FormatError:
+        assert len(data) != S.SESSION_SIZE
+    else:
+        assert s.encode() == data
