@@ -195,10 +195,10 @@ def _read_json_file(path: str, what: str) -> Any:
 
 def _exec_process(args: argparse.Namespace, container: Any) -> dict[str, Any]:
     if args.process:
-        process = _read_json_file(args.process, "process file")
-        if not isinstance(process, dict):
+        from_file = _read_json_file(args.process, "process file")
+        if not isinstance(from_file, dict):
             raise UsageError(f"process file {args.process} must hold a JSON object")
-        return process
+        return from_file
     if not args.args:
         raise UsageError("exec needs a command (ARGS) or --process FILE")
     try:
@@ -258,7 +258,7 @@ def _exec(args: argparse.Namespace) -> int:
 
     sys.stdout.flush()
     exit_like(status)
-    return status
+    return int(status)
 
 
 def _ps(args: argparse.Namespace) -> int:

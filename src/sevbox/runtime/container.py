@@ -191,6 +191,8 @@ class Container:
         validate_id(container_id)
         bundle_path = Path(bundle_dir).resolve()
         bundle = load_bundle(bundle_path)
+        if bundle.process is None:
+            raise ContainerError(f"bundle {bundle_path}: config.json has no process to run")
         terminal = bool(bundle.process.terminal)
         if terminal and not console_socket:
             raise ContainerError("process.terminal is true: --console-socket is required")

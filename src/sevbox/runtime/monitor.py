@@ -42,6 +42,13 @@ FORWARDED_SIGNALS = (
 )  # fmt: skip
 
 
+# QMP commands a CLI call may run through the monitor (attestation of a paused launch, nothing else)
+QMP_ALLOWED = (
+    "query-sev", "query-sev-launch-measure", "query-sev-capabilities", "sev-inject-launch-secret",
+    "query-sev-attestation-report", "query-status", "cont",
+)  # fmt: skip
+
+
 class SandboxLike(Protocol):
     qemu_pid: int
 
@@ -57,6 +64,8 @@ class SandboxLike(Protocol):
     def fileno(self) -> int: ...
     def events(self) -> list[Any]: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
+    def canary(self, marker_inverted: str | None) -> str: ...
+    def qmp(self, command: str, arguments: dict[str, Any] | None) -> Any: ...
 
 
 def exit_like(status: int) -> None:
@@ -335,6 +344,18 @@ class Monitor:
         elif op == "shutdown":
             conn.send({"ok": True})
             self.exit_status = 128 + signal.SIGKILL
+        elif op == "canary":
+            marker = msg.get("marker_inverted")
+            if marker is not None and not isinstance(marker, str):
+                raise SevboxError("canary: marker_inverted must be a hex string")
+            conn.send({"canary_inverted": self.sb.canary(marker)})
+        elif op == "qmp":
+            command, arguments = msg.get("command"), msg.get("arguments")
+            if command not in QMP_ALLOWED:
+                raise SevboxError(f"qmp: command {command!r} is not allowed through the monitor")
+            conn.send(
+                {"return": self.sb.qmp(str(command), arguments if isinstance(arguments, dict) else None)}
+            )
         elif op == "exec":
             return self._exec(conn, msg, fds)
         else:
