@@ -1,0 +1,1 @@
+"""The sevbox guest agent: PID 1 inside the micro-VM, stdlib only (see :mod:`.main`)."""
