@@ -124,6 +124,7 @@ class VerifyResult:
             "product": self.product,
             "signing_key": self.kind,
             "checks": [c.to_json() for c in self.checks],
+            "report": self.report.to_json() if self.report is not None else None,
         }
 
 

@@ -91,6 +91,7 @@ def test_verify_gsg_needs_allow_debug(capsys: pytest.CaptureFixture[str]) -> Non
     js = json.loads(out)
     assert code == 0 and js["ok"] is True and js["product"] == "Milan"
     assert {c["check"] for c in js["checks"]} >= {"report signature", "TCB", "hwID", "report data"}
+    assert js["report"]["verified"] is True and js["report"]["policy"] == "0xb0000"
 
 
 def test_verify_tampered_report_names_the_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
