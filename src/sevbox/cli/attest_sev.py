@@ -364,7 +364,8 @@ virsh domlaunchsecinfo); its first 32 bytes are the measurement. --secret GUID:P
 adds one secret (repeatable); alias luks-key is OVMF's disk passphrase GUID
 736869e5-84f0-4973-92ec-06879ce3da0b. Header and payload are written raw (sevctl) or, with
 --base64, as base64 text (virt-qemu-sev-validate). --json prints the arguments of QEMU's
-sev-inject-launch-secret.
+sev-inject-launch-secret. --ovmf checks that the table fits the firmware's secret area (3 KiB in
+current AmdSev builds) and gives its address as "gpa".
 
   sevbox attest secret --tik vm_tik.bin --tek vm_tek.bin --measurement "$(cat measure.b64)" \\
       --secret luks-key:passphrase.txt --header hdr.bin --payload payload.bin
@@ -400,6 +401,11 @@ def _configure_secret(parser: argparse.ArgumentParser) -> None:
     a("--payload", "--secret-payload", dest="payload", metavar="OUT", help="write the encrypted table here")
     a("--base64", action="store_true", help="write header and payload as base64 text")
     a("--gpa", type=_int0, metavar="ADDR", help="guest address of the secret area (for --json; optional)")
+    a(
+        "--ovmf",
+        metavar="PATH",
+        help="the guest's OVMF: check the table fits its launch-secret area, and take --gpa from it",
+    )
     a("--json", action="store_true", help="print QEMU's sev-inject-launch-secret arguments as JSON")
     parser.set_defaults(handler=_run_secret)
 
@@ -437,7 +443,21 @@ def _run_secret(args: argparse.Namespace) -> int:
             raise UsageError(f"--secret {spec!r}: expected GUID:PATH or ALIAS:PATH")
         pairs.append((X.resolve_guid(name), _read(path, "secret file")))
     iv = _hex_or_b64(args.iv, 16, "--iv") if args.iv else os.urandom(16)
-    packet = X.build_packet(tek=tek, tik=tik, measurement=measurement, iv=iv, table=X.build_table(pairs))
+    table = X.build_table(pairs)
+    gpa = args.gpa
+    if args.ovmf:
+        from sevbox.sev.ovmf import parse_ovmf
+
+        area = parse_ovmf(_read(args.ovmf, "--ovmf")).sev_secret_block
+        if area is None:
+            raise UsageError(f"{args.ovmf} has no launch-secret area (an OvmfPkg/AmdSev build has one)")
+        if len(table) > area[1]:
+            raise UsageError(
+                f"the secret table is {len(table)} bytes; {args.ovmf}'s secret area holds {area[1]}"
+            )
+        if gpa is None:
+            gpa = area[0]
+    packet = X.build_packet(tek=tek, tik=tik, measurement=measurement, iv=iv, table=table)
     if args.header and args.payload:
         header, payload = packet.header, packet.payload
         if args.base64:
@@ -448,7 +468,7 @@ def _run_secret(args: argparse.Namespace) -> int:
             print(f"wrote header to {args.header}")
             print(f"wrote payload to {args.payload}")
     if args.json:
-        _print_json(X.qemu_inject_args(packet, args.gpa))
+        _print_json(X.qemu_inject_args(packet, gpa))
     return 0
 
 

@@ -301,6 +301,24 @@ def test_secret_errors(capsys: pytest.CaptureFixture[str], extra: list[str], mes
     assert rc == 2 and message in err
 
 
+def test_secret_ovmf_area(capsys: pytest.CaptureFixture[str]) -> None:
+    ovmf = str(DATA / "ovmf_sevctl_amdsev_trimmed.bin")
+    base = ["attest", "secret", "--tik", str(SECRETS / "tik1.bin"), "--tek", str(SECRETS / "tek1.bin"),
+            "--measurement", BLOB, "--json", "--ovmf", ovmf]  # fmt: skip
+    rc, out, _ = run(capsys, *base, "--secret", f"luks-key:{SECRETS / 'secret1.txt'}")
+    assert rc == 0 and json.loads(out)["gpa"] == 8437760  # the trimmed RHEL AmdSev OVMF's secret block
+    rc, _, err = run(capsys, *base, "--secret", f"luks-key:{SECRETS / 'secret3.txt'}")
+    assert rc == 2 and "secret area holds 3072" in err
+    rc, _, err = run(
+        capsys,
+        *base[:-1],
+        str(DATA / "ovmf_OvmfX64_suffix.bin"),
+        "--secret",
+        f"luks-key:{SECRETS / 'secret1.txt'}",
+    )
+    assert rc == 2 and "no launch-secret area" in err
+
+
 def test_secret_needs_outputs(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(
         capsys, "attest", "secret", "--tik", str(SECRETS / "tik1.bin"), "--tek", str(SECRETS / "tek1.bin"),
