@@ -30,6 +30,7 @@ examples:
   sevbox ghcb decode 0x0002000133000001        # SEV info response: protocol 1..2, C-bit 51
   sevbox ghcb decode 8000000000000004           # CPUID request, function 0x80000000, EAX
   sevbox ghcb decode 0x31100 --json             # termination request, Linux reason 3
+  sevbox ghcb decode --event 0x7c               # MSR access: RCX in; RAX/RDX for a write
   sevbox ghcb decode --page ghcb.bin            # a page as the guest handed it over
   sevbox ghcb decode --page after.bin --response --request-page before.bin
 """
@@ -62,6 +63,12 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
         "--gpa",
         metavar="ADDR",
         help="the page's guest-physical address: SW_SCRATCH must then point into its shared buffer",
+    )
+    dec.add_argument(
+        "--event",
+        metavar="CODE",
+        help="explain an NAE event code (SW_EXITCODE, e.g. 0x72 or 0x80000010 from kvm_vmgexit_enter): "
+        "what state it carries in and out",
     )
     dec.add_argument("--json", action="store_true", help="print machine-readable JSON")
     dec.set_defaults(handler=_decode)
@@ -106,6 +113,29 @@ def _read_page(path: str) -> bytes:
     )
 
 
+def _event(args: argparse.Namespace) -> int:
+    from sevbox.sev import ghcb
+
+    if args.response or args.request_page or args.gpa:
+        raise UsageError("--response, --request-page and --gpa go with --page")
+    code = parse_value(args.event)
+    event = ghcb.nae_event(code)
+    if event is None:
+        raise UsageError(f"{code:#x} is not an NAE event code this tool knows")
+    inputs = ["SW_EXIT_CODE", "SW_EXIT_INFO_1", "SW_EXIT_INFO_2", *(n.describe() for n in event.inputs)]
+    outputs = ["SW_EXIT_INFO_1 (result)", *(n.describe() for n in event.outputs)]
+    if args.json:
+        doc = {"code": f"{code:#x}", "name": event.name, "inputs": inputs, "outputs": outputs}
+        print(json.dumps(doc | {"notes": event.notes}, indent=2))
+    else:
+        lines = [("event", f"{code:#x} {event.name}"), ("guest sends", ", ".join(inputs))]
+        lines.append(("hypervisor returns", ", ".join(outputs)))
+        if event.notes:
+            lines.append(("note", event.notes))
+        _print_lines(lines)
+    return 0
+
+
 def _print_lines(lines: list[tuple[str, str]]) -> None:
     width = max((len(label) for label, _ in lines), default=0)
     for label, text in lines:
@@ -115,8 +145,10 @@ def _print_lines(lines: list[tuple[str, str]]) -> None:
 def _decode(args: argparse.Namespace) -> int:
     from sevbox.sev import ghcb
 
-    if (args.value is None) == (args.page is None):
-        raise UsageError("give either VALUE or --page FILE")
+    if sum(x is not None for x in (args.value, args.page, args.event)) != 1:
+        raise UsageError("give one of VALUE, --page FILE or --event CODE")
+    if args.event is not None:
+        return _event(args)
     if args.value is not None:
         if args.response or args.request_page or args.gpa:
             raise UsageError("--response, --request-page and --gpa go with --page")

@@ -84,9 +84,26 @@ def test_decode_response_with_request(capsys: pytest.CaptureFixture[str], tmp_pa
     assert code == 1 and "RDX" in out
 
 
+def test_decode_event(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--event", "0x7c")
+    assert code == 0 and "MSR" in out and "RCX" in out and "write" in out
+    code, out, _ = run(capsys, "--event", "0x80000010", "--json")
+    doc = json.loads(out)
+    assert doc["name"] == "SNP page state change" and "SW_SCRATCH" in doc["inputs"]
+    code, _, err = run(capsys, "--event", "0x99")
+    assert code == 2 and "not an NAE event" in err
+
+
 @pytest.mark.parametrize(
     "argv",
-    [[], ["0x1", "--page", "x"], ["0x1", "--response"], ["--page", "x", "--request-page", "y"]],
+    [
+        [],
+        ["0x1", "--page", "x"],
+        ["0x1", "--event", "0x72"],
+        ["0x1", "--response"],
+        ["--event", "0x72", "--gpa", "0x1000"],
+        ["--page", "x", "--request-page", "y"],
+    ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, err = run(capsys, *argv)

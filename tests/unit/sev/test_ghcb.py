@@ -296,6 +296,13 @@ def test_ioio_out_needs_rax_and_string_needs_scratch() -> None:
     assert any("SW_SCRATCH" in e for e in errors(string_in))
 
 
+def test_ap_creation_needs_rax_except_for_destroy() -> None:
+    create = Ghcb.build(valid={"sw_exit_code": 0x8000_0013, **BASE, "sw_exit_info_1": 1})
+    assert any("RAX" in e for e in errors(create))
+    destroy = Ghcb.build(valid={"sw_exit_code": 0x8000_0013, **BASE, "sw_exit_info_1": 5 << 32 | 2})
+    assert errors(destroy) == []
+
+
 def test_every_event_needs_the_sw_exit_fields() -> None:
     page = Ghcb.build(valid={"sw_exit_code": 0x89})
     errs = errors(page)
