@@ -248,6 +248,8 @@ def _run_session(args: argparse.Namespace) -> int:
     from sevbox.sev.session import start_session
 
     policy = SevPolicy.decode(args.policy)
+    if policy.reserved:
+        raise UsageError(f"policy {args.policy:#x} sets reserved bits 15:6; the firmware would refuse it")
     data = _read(args.pdh, "PDH file")
     if len(data) == C.SEV_CERT_SIZE:
         pdh = C.parse_sev_cert(data)

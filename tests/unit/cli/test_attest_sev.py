@@ -205,6 +205,9 @@ def test_session_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     (tmp_path / "short").write_bytes(b"x" * 10)
     assert run(capsys, "attest", "session", str(tmp_path / "short"), "1")[0] == 1
     assert run(capsys, "attest", "session", str(DATA / "rome" / "pdh.cert"), "zz")[0] == 2
+    rc, _, err = run(capsys, "attest", "session", str(DATA / "rome" / "pdh.cert"), "0x40")
+    assert rc == 2 and "reserved bits" in err
+    assert run(capsys, "attest", "session", str(DATA / "rome" / "pdh.cert"), str(2**32))[0] == 1
     rc, _, err = run(
         capsys, "attest", "session", str(DATA / "rome" / "pdh.cert"), "1", "--out-dir", str(tmp_path / "no")
     )
