@@ -89,8 +89,8 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
     xml.add_argument(
         "--firmware",
         metavar="PATH",
-        help="OVMF build to boot (default /usr/share/OVMF/OVMF_CODE_4M.fd; SNP needs an SNP-capable "
-        "build such as edk2's AmdSev or a recent OvmfPkgX64)",
+        help="OVMF build to boot (default /usr/share/OVMF/OVMF_CODE_4M.fd; for SNP a unified image, "
+        "default /usr/share/ovmf/OVMF.fd, but pass an SNP-capable build such as edk2's AmdSev one)",
     )
     xml.add_argument(
         "--nvram-template",
@@ -249,6 +249,12 @@ def _xml(args: argparse.Namespace) -> int:
         note=note,
     )
     text = domain_xml(spec)
+    if mode == "sev-snp" and not args.firmware:
+        print(
+            "sevbox: warning: no --firmware: using /usr/share/ovmf/OVMF.fd, whose QEMU firmware "
+            "descriptor (Debian) does not declare SNP support; pass an SNP-capable OVMF build",
+            file=sys.stderr,
+        )
     if args.output:
         try:
             Path(args.output).write_text(text)

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_NVRAM_TEMPLATE",
     "DEFAULT_POLICY",
     "DEFAULT_REDUCED_PHYS_BITS",
+    "DEFAULT_SNP_FIRMWARE",
     "DH_CERT_SIZE",
     "HARD_LIMIT_EXTRA_KIB",
     "MODES",
@@ -52,6 +53,8 @@ DEFAULT_CBITPOS = 51
 DEFAULT_REDUCED_PHYS_BITS = 1
 DEFAULT_FIRMWARE = "/usr/share/OVMF/OVMF_CODE_4M.fd"  # Debian's ovmf package
 DEFAULT_NVRAM_TEMPLATE = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# SNP firmware is loaded as one ROM image (code and variables together), not as split pflash.
+DEFAULT_SNP_FIRMWARE = "/usr/share/ovmf/OVMF.fd"  # Debian's unified image; see the CLI's warning
 DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
 # SEV: NODBG|NOKS. SEV-ES: NODBG|NOKS|ES. SNP: reserved bit 17 (must be one) + SMT allowed.
 DEFAULT_POLICY = {"sev": 0x0003, "sev-es": 0x0007, "sev-snp": 0x30000}
@@ -70,7 +73,7 @@ class DomainSpec:
     disk: str
     launch_security: str = "sev"
     network: str | None = None
-    firmware: str | None = None  # None: DEFAULT_FIRMWARE
+    firmware: str | None = None  # None: DEFAULT_FIRMWARE (SNP: DEFAULT_SNP_FIRMWARE)
     nvram_template: str | None = None  # None: DEFAULT_NVRAM_TEMPLATE with the default firmware
     policy: int | None = None  # None: DEFAULT_POLICY[mode]
     dh_cert: str | None = None
@@ -186,7 +189,7 @@ def _os(spec: DomainSpec, dom: ET.Element) -> None:
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
     firmware = spec.firmware or DEFAULT_FIRMWARE
     if spec.launch_security == "sev-snp":
-        _sub(os_el, "loader", firmware, type="rom", stateless="yes")
+        _sub(os_el, "loader", spec.firmware or DEFAULT_SNP_FIRMWARE, type="rom", stateless="yes")
     elif spec.attested:
         _sub(os_el, "loader", firmware, readonly="yes", type="pflash", stateless="yes")
     else:

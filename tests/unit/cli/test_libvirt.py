@@ -117,9 +117,15 @@ def test_xml_usage_errors_are_one_line(
 
 
 def test_snp_policy_names(capsys: pytest.CaptureFixture[str], no_host_sev: None) -> None:
-    code, out, _ = run(capsys, *BASE, "--launch-security", "sev-snp", "--policy", "SMT,SINGLE_SOCKET")
+    code, out, err = run(capsys, *BASE, "--launch-security", "sev-snp", "--policy", "SMT,SINGLE_SOCKET")
     assert code == 0
-    assert ET.fromstring(out).findtext("launchSecurity/policy") == "0x00130000"
+    dom = ET.fromstring(out)
+    assert dom.findtext("launchSecurity/policy") == "0x00130000"
+    assert dom.findtext("os/loader") == "/usr/share/ovmf/OVMF.fd"
+    assert "warning" in err and "--firmware" in err
+    code, out, err = run(capsys, *BASE, "--launch-security", "sev-snp", "--firmware", "/opt/amdsev.fd")
+    assert code == 0 and err == ""
+    assert ET.fromstring(out).findtext("os/loader") == "/opt/amdsev.fd"
 
 
 def test_lint_reports_findings_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sevbox.errors import FormatError
 from sevbox.libvirt.domain import DomainSpec, domain_xml
@@ -261,3 +263,41 @@ def test_schema_knows_snp_reads_the_schema(tmp_path: Path) -> None:
     (tmp_path / "domaincommon.rng").write_text("<value>sev-snp</value>")
     assert schema_knows_snp((tmp_path,))
     assert not schema_knows_snp((tmp_path / "nothing",))
+
+
+_TAGS = ["os", "type", "loader", "nvram", "devices", "interface", "model", "driver", "rom", "disk", "target"]
+_TAGS += ["controller", "rng", "memballoon", "launchSecurity", "policy", "dhCert", "session", "memtune"]
+_TAGS += ["hard_limit", "memoryBacking", "locked", "features", "smm", "memory", "currentMemory", "input"]
+_ATTRS = ["type", "model", "machine", "bus", "iommu", "enabled", "unit", "state", "firmware", "device"]
+_VALUES = ["virtio", "sev", "sev-snp", "on", "off", "no", "pc", "q35", "scsi", "GiB", "x", "", "efi"]
+
+
+def _trees(depth: int) -> st.SearchStrategy[ET.Element]:
+    def build(tag: str, attrs: dict[str, str], text: str | None, kids: list[ET.Element]) -> ET.Element:
+        el = ET.Element(tag, attrs)
+        el.text = text
+        el.extend(kids)
+        return el
+
+    leaf_text = st.none() | st.sampled_from(
+        ["0x3", "0x30000", "1024", "-1", "0x", "junk", "AAAA", "99999999999"]
+    )
+    kids = st.just([]) if depth == 0 else st.lists(_trees(depth - 1), max_size=4)
+    return st.builds(
+        build,
+        st.sampled_from(_TAGS),
+        st.dictionaries(st.sampled_from(_ATTRS), st.sampled_from(_VALUES), max_size=3),
+        leaf_text,
+        kids,
+    )
+
+
+@settings(max_examples=100)
+@given(st.lists(_trees(3), max_size=6))
+def test_lint_never_crashes_on_odd_domains(children: list[ET.Element]) -> None:
+    dom = ET.Element("domain")
+    dom.extend(children)
+    for finding in lint_domain(ET.tostring(dom)):
+        assert finding.rule in RULES
+        assert finding.severity == RULES[finding.rule][0]
+        assert finding.path.startswith("/domain")
