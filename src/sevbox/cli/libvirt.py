@@ -48,7 +48,7 @@ path and how to fix it. Exit status: 0 when there are no errors (warnings fail o
 rules: not-sev, firmware-seabios, machine-i440fx (warning), virtio-transitional, virtio-iommu,
 virtio-net-rom, memory-not-pinned, hard-limit-low (warning), nvram-attested, virtio-blk-boot
 (warning), policy-debug (warning), policy-invalid, attest-incomplete, attest-blob,
-smm-encrypted-state, schema
+smm-encrypted-state, launch-security, schema
 
 examples:
   sevbox libvirt lint /etc/libvirt/qemu/web.xml

@@ -20,6 +20,10 @@ Rules (id, severity, what it catches)::
     attest-incomplete    error    dhCert without session, or session without dhCert
     attest-blob          error    dhCert or session that is not base64 of the right size
     smm-encrypted-state  error    SMM on with SEV-ES or SNP (not supported with encrypted state)
+    launch-security      error    <launchSecurity> content libvirt does not define: an unknown child or
+                                  attribute, cbitpos/reducedPhysBits not numbers, SNP blobs (idBlock 96,
+                                  idAuth 4096, hostData 32, guestVisibleWorkarounds 16 bytes) of the
+                                  wrong size (libvirt's schema only knows sev-snp from 10.5.0 on)
     schema               error    libvirt's schema rejects the document (virt-xml-validate)
 """
 
@@ -32,6 +36,7 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +73,7 @@ RULES: dict[str, tuple[str, str]] = {
     "attest-incomplete": ("error", "dhCert and session must come together"),
     "attest-blob": ("error", "dhCert/session not base64 of the right size"),
     "smm-encrypted-state": ("error", "SMM with SEV-ES or SNP"),
+    "launch-security": ("error", "<launchSecurity> content libvirt does not define"),
     "schema": ("error", "libvirt's schema rejects the document"),
 }
 
@@ -206,6 +212,64 @@ def _parse_int(text: str | None) -> int | None:
         return None
 
 
+_LS_CHILDREN = {
+    "sev": {"cbitpos", "reducedPhysBits", "policy", "handle", "dhCert", "session"},
+    "sev-snp": {
+        "cbitpos",
+        "reducedPhysBits",
+        "policy",
+        "guestVisibleWorkarounds",
+        "idBlock",
+        "idAuth",
+        "hostData",
+    },
+}
+_LS_ATTRS = {"sev": {"type", "kernelHashes"}, "sev-snp": {"type", "kernelHashes", "authorKey", "vcek"}}
+_SNP_BLOBS = {"guestVisibleWorkarounds": 16, "idBlock": 96, "idAuth": 4096, "hostData": 32}
+
+
+def _launch_security_shape(ls: ET.Element, ls_type: str, path: Callable[[ET.Element], str]) -> list[Finding]:
+    out: list[Finding] = []
+    fix = "see libvirt's formatdomain 'Launch Security' section for the elements of this type"
+    for attr in sorted(set(ls.attrib) - _LS_ATTRS[ls_type]):
+        out.append(
+            _finding("launch-security", path(ls), f"unknown attribute {attr!r} for type {ls_type!r}", fix)
+        )
+    for attr in sorted(set(ls.attrib) & {"kernelHashes", "authorKey", "vcek"}):
+        if ls.get(attr) not in ("yes", "no"):
+            out.append(_finding("launch-security", path(ls), f"{attr} must be 'yes' or 'no'", fix))
+    seen: set[str] = set()
+    for child in ls:
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag not in _LS_CHILDREN[ls_type]:
+            out.append(
+                _finding(
+                    "launch-security", path(child), f"<{child.tag}> is not defined for type {ls_type!r}", fix
+                )
+            )
+            continue
+        if child.tag in seen:
+            out.append(_finding("launch-security", path(child), f"<{child.tag}> appears twice", fix))
+        seen.add(child.tag)
+        text = (child.text or "").strip()
+        if child.tag in ("cbitpos", "reducedPhysBits", "handle") and not text.isdigit():
+            out.append(
+                _finding(
+                    "launch-security",
+                    path(child),
+                    f"<{child.tag}> must be a decimal number, not {text!r}",
+                    fix,
+                )
+            )
+        if ls_type == "sev-snp" and child.tag in _SNP_BLOBS:
+            try:
+                check_blob(text, _SNP_BLOBS[child.tag], child.tag)
+            except FormatError as err:
+                out.append(_finding("launch-security", path(child), str(err), fix))
+    return out
+
+
 def lint_domain(text: str | bytes) -> list[Finding]:
     """Every finding for a domain XML document (FormatError when it is not a domain XML)."""
     root = parse_domain(text)
@@ -232,6 +296,7 @@ def lint_domain(text: str | bytes) -> list[Finding]:
     snp_policy: SnpPolicy | None = None
     attested = False
     if ls is not None and ls_type in ("sev", "sev-snp"):
+        out += _launch_security_shape(ls, ls_type, path)
         policy_el = ls.find("policy")
         value = _parse_int(policy_el.text if policy_el is not None else None)
         where = path(policy_el) if policy_el is not None else path(ls)

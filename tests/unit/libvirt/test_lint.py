@@ -127,6 +127,10 @@ def _bad_blob(d: ET.Element) -> None:
     find(d, "launchSecurity/session").text = base64.b64encode(bytes(12)).decode()
 
 
+def _ls_typo(d: ET.Element) -> None:
+    ET.SubElement(find(d, "launchSecurity"), "cbitPos").text = "51"
+
+
 def _smm_on(d: ET.Element) -> None:
     find(d, "features/smm").set("state", "on")
 
@@ -148,6 +152,7 @@ CASES: dict[str, tuple[dict[str, object], Callable[[ET.Element], None], str]] = 
     "attest-incomplete": ({"dh_cert": DH, "session": SESSION}, _incomplete, "/domain/launchSecurity"),
     "attest-blob": ({"dh_cert": DH, "session": SESSION}, _bad_blob, "/domain/launchSecurity/session"),
     "smm-encrypted-state": ({"launch_security": "sev-es"}, _smm_on, "/domain/features/smm"),
+    "launch-security": ({"launch_security": "sev-snp"}, _ls_typo, "/domain/launchSecurity/cbitPos"),
 }
 
 
@@ -191,6 +196,33 @@ def test_snp_rules() -> None:
     assert rules(lint_domain(text(dom))) == ["nvram-attested", "policy-debug"]
     find(dom, "launchSecurity/policy").text = "0x10000"  # reserved bit 17 clear
     assert "policy-invalid" in rules(lint_domain(text(dom)))
+
+
+@pytest.mark.parametrize(
+    ("mode", "mutate", "message"),
+    [
+        ("sev", lambda ls: ls.set("vcek", "yes"), "unknown attribute 'vcek'"),
+        ("sev-snp", lambda ls: ls.set("authorKey", "maybe"), "'yes' or 'no'"),
+        ("sev", lambda ls: ET.SubElement(ls, "idBlock"), "not defined for type 'sev'"),
+        ("sev", lambda ls: ET.SubElement(ls, "policy").__setattr__("text", "0x3"), "twice"),
+        ("sev", lambda ls: find(ls, "cbitpos").__setattr__("text", "0x33"), "decimal"),
+        ("sev-snp", lambda ls: ET.SubElement(ls, "hostData").__setattr__("text", "AAAA"), "expected 32"),
+    ],
+)
+def test_launch_security_shape(mode: str, mutate: Callable[[ET.Element], object], message: str) -> None:
+    dom = clean(launch_security=mode)
+    mutate(find(dom, "launchSecurity"))
+    found = [f for f in lint_domain(text(dom)) if f.rule == "launch-security"]
+    assert len(found) == 1 and message in found[0].message
+
+
+def test_snp_blobs_of_the_right_size_pass() -> None:
+    dom = clean(launch_security="sev-snp")
+    ls = find(dom, "launchSecurity")
+    ls.set("authorKey", "yes")
+    for tag, size in (("idBlock", 96), ("idAuth", 4096), ("hostData", 32), ("guestVisibleWorkarounds", 16)):
+        ET.SubElement(ls, tag).text = base64.b64encode(bytes(size)).decode()
+    assert lint_domain(text(dom)) == []
 
 
 def test_units_of_memory_are_understood() -> None:
