@@ -1,0 +1,165 @@
+"""``sevbox run``: create and start a container in its own micro-VM, wait for it, exit with its status.
+
+Thin: load the bundle, boot a :class:`sevbox.sandbox.Sandbox`, relay stdio until the process ends.
+Prints nothing of its own on stdout; errors go to stderr as ``sevbox: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import os
+import socket
+import sys
+import termios
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+from sevbox.errors import ContainerError, UsageError
+
+__all__ = ["configure"]
+
+DESCRIPTION = """\
+Create and start a container in its own micro-VM, wait for it to finish, and exit with its status:
+the exit code of the container's process, or 128+N when it was killed by signal N (as runc).
+The bundle's rootfs is shared into the guest (virtio-9p), so files the container writes appear in
+the bundle. stdin/stdout/stderr are relayed both ways; with process.terminal true, a terminal is
+wired (this one, or the pty sent to --console-socket). Signals sent to sevbox (INT, TERM, HUP, QUIT,
+USR1, USR2) are forwarded to the container's process.
+
+examples:
+  sevbox run --bundle ./mybundle c1
+  echo hello | sevbox --root /tmp/sevbox run -b ./mybundle c2; echo "status $?"
+  SEVBOX_ACCEL=tcg sevbox run --bundle . c3        # force TCG (default: KVM if it really works)
+"""
+
+
+def configure(verb: str, parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "--bundle", "-b", default=".", help="bundle directory holding config.json (default: .)"
+    )
+    parser.add_argument(
+        "--detach", "-d", action="store_true", help="start the container and return; its monitor keeps it"
+    )
+    parser.add_argument("--pid-file", help="with --detach: write the monitor's pid here (digits only)")
+    parser.add_argument(
+        "--console-socket",
+        metavar="SOCKET",
+        help="unix socket to receive the pty master (SCM_RIGHTS) when process.terminal is true",
+    )
+    parser.add_argument("--no-pivot", action="store_true", help="accepted (the guest always uses chroot)")
+    parser.add_argument("--no-new-keyring", action="store_true", help="accepted (no host keyring is used)")
+    parser.add_argument("--keep", action="store_true", help="accepted for runc compatibility")
+    parser.add_argument(
+        "--memory", type=int, default=256, metavar="MIB", help="guest memory in MiB (default 256)"
+    )
+    parser.add_argument("--vcpus", type=int, default=1, help="guest vCPUs (default 1)")
+    parser.add_argument(
+        "--vm-log-dir",
+        metavar="DIR",
+        help="keep QEMU's and the guest console's logs in DIR (default: discarded)",
+    )
+    parser.add_argument("container_id", metavar="ID", help="container id (letters, digits, _ + - .)")
+    parser.set_defaults(handler=_run)
+
+
+def _validate_id(container_id: str) -> None:
+    from sevbox.runtime.ids import validate_id
+
+    validate_id(container_id)
+
+
+def _send_fd(path: str, fd: int) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError as err:
+            raise ContainerError(f"--console-socket {path}: {err.strerror}") from None
+        s.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())])
+
+
+@contextlib.contextmanager
+def _raw(fd: int) -> Iterator[None]:
+    """Put a terminal in raw mode (the guest's pty does the line discipline) and restore it."""
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        yield
+        return
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _run(args: argparse.Namespace) -> int:
+    _validate_id(args.container_id)
+    if args.detach:
+        return _run_detached(args)
+    if args.pid_file:
+        raise UsageError("--pid-file needs --detach")
+    from sevbox.runtime.bundle import load_bundle
+    from sevbox.sandbox import ProcessStartError, Sandbox, relay
+
+    bundle = load_bundle(Path(args.bundle))
+    if bundle.process is None:
+        raise ContainerError("config.json has no process to run")
+    terminal = bundle.process.terminal
+    if args.console_socket and not terminal:
+        raise ContainerError("--console-socket given but process.terminal is false")
+    log_dir = Path(args.vm_log_dir) if args.vm_log_dir else None
+    master = slave = -1
+    try:
+        if terminal and args.console_socket:
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            _send_fd(args.console_socket, master)
+            os.close(master)
+            master = -1
+        with Sandbox.launch(
+            rootfs=bundle.rootfs,
+            name=args.container_id,
+            memory_mib=args.memory,
+            vcpus=args.vcpus,
+            log_dir=log_dir,
+        ) as sb:
+            sb.create_container(bundle)
+            try:
+                sb.start_container()
+            except ProcessStartError as err:
+                print(f"sevbox: {err}", file=sys.stderr)
+                return err.status
+            if slave >= 0:
+                status = relay(sb, "", slave, slave, slave, tty_fd=slave)
+            elif terminal and os.isatty(0):
+                with _raw(0):
+                    status = relay(sb, "", 0, 1, 1, tty_fd=0)
+            else:
+                status = relay(sb, "", 0, 1, 2 if not terminal else 1)
+            sb.shutdown(timeout=3.0)
+            return status
+    finally:
+        for fd in (master, slave):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _run_detached(args: argparse.Namespace) -> int:
+    try:
+        from sevbox.runtime.container import Container
+        from sevbox.runtime.store import Store
+    except ImportError:
+        raise UsageError("run --detach is not available in this build (use create, then start)") from None
+    Container.create(
+        Store(Path(args.root)),
+        args.container_id,
+        args.bundle,
+        pid_file=args.pid_file,
+        console_socket=args.console_socket,
+        start=True,
+    )
+    return 0
