@@ -12,14 +12,13 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sevbox.errors import VmError
 from sevbox.qemu.argv import VmSpec, build_argv
@@ -51,7 +50,7 @@ class Machine:
         self._qemu = qemu
         self._keep_logs = log_dir is not None
         self._log_dir = log_dir
-        self._tmp: Path | None = None
+        self._logfiles: list[BinaryIO] = []  # anonymous (unlinked) log files when no log_dir
         self._proc: subprocess.Popen[bytes] | None = None
         self._qmp_sock: socket.socket | None = None
         self._qmp: QEMUMonitorProtocol | None = None
@@ -67,14 +66,20 @@ class Machine:
             raise VmError("this machine was already launched")
         qmp_host = qmp_guest = chan_host = chan_guest = None
         try:
+            extra_fds: tuple[int, ...] = ()
             if self._log_dir is not None:
                 self._log_dir.mkdir(parents=True, exist_ok=True)
-                logs = self._log_dir
+                self.console_log = self._log_dir / f"{self.name}.console.log"
+                self.qemu_log = self._log_dir / f"{self.name}.qemu.log"
+                errf: BinaryIO = open(self.qemu_log, "wb")  # noqa: SIM115 (closed below)
+                self._logfiles.append(errf)
             else:
-                self._tmp = Path(tempfile.mkdtemp(prefix=f"sevbox-{self.name}-"))
-                logs = self._tmp
-            self.console_log = logs / f"{self.name}.console.log"
-            self.qemu_log = logs / f"{self.name}.qemu.log"
+                # Unlinked files: nothing to clean up on disk, even if we are SIGKILLed.
+                errf = tempfile.TemporaryFile()  # noqa: SIM115
+                con = tempfile.TemporaryFile()  # noqa: SIM115
+                self._logfiles += [errf, con]
+                extra_fds = (con.fileno(),)
+                self.console_log = Path(f"/proc/self/fd/{con.fileno()}")  # QEMU opens its inherited fd
             qmp_host, qmp_guest = socket.socketpair()
             chan_host, chan_guest = socket.socketpair()
             self.spec = dataclasses.replace(
@@ -85,15 +90,14 @@ class Machine:
             )
             self.argv = build_argv(self.spec, self._qemu)
             self.log.debug("launching: %s", " ".join(self.argv))
-            with open(self.qemu_log, "wb") as errf:
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=errf,
-                    stderr=errf,
-                    pass_fds=(qmp_guest.fileno(), chan_guest.fileno()),
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads of ours hold locks here)
-                )
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=errf,
+                stderr=errf,
+                pass_fds=(qmp_guest.fileno(), chan_guest.fileno(), *extra_fds),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads of ours hold locks here)
+            )
             self._qmp_sock = qmp_host
             qmp_host = None
             return_chan = chan_host
@@ -134,11 +138,19 @@ class Machine:
     def logs(self) -> str:
         """QEMU's own messages and the tail of the guest console, for error reports."""
         out = []
-        for p, what in ((self.qemu_log, "qemu"), (self.console_log, "console")):
-            if p is not None and p.exists():
-                text = p.read_bytes()[-4000:].decode(errors="replace").strip()
-                if text:
-                    out.append(f"--- {what} ---\n{text}")
+        if self._log_dir is not None:
+            sources = [
+                (p.read_bytes() if p and p.exists() else b"") for p in (self.qemu_log, self.console_log)
+            ]
+        else:
+            sources = []
+            for f in self._logfiles:
+                f.seek(0)
+                sources.append(f.read())
+        for blob, what in zip(sources, ("qemu", "console"), strict=False):
+            text = blob[-4000:].decode(errors="replace").strip()
+            if text:
+                out.append(f"--- {what} ---\n{text}")
         return "\n".join(out)
 
     def error(self, message: str, cls: type[VmError] = VmError) -> VmError:
@@ -191,9 +203,9 @@ class Machine:
         if self._qmp_sock is not None:
             self._qmp_sock.close()
             self._qmp_sock = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        for f in self._logfiles:
+            f.close()
+        self._logfiles = []
 
     def __enter__(self) -> Machine:
         return self
