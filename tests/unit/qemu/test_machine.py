@@ -16,7 +16,7 @@ from sevbox.qemu.machine import Machine
 FAKE = """#!/bin/bash
 echo "fake qemu: $*" >&2
 case "$*" in *die-now*) echo "qemu-system-x86_64: -device bogus: not found" >&2; exit 1;; esac
-# (bash: dash cannot redirect to fds above 9) echo on the agent channel (the fd named by socket,id=agent,fd=N), then wait
+# echo on the agent channel (socket,id=agent,fd=N; bash: dash cannot redirect above fd 9)
 fd=$(echo "$*" | sed -n 's/.*socket,id=agent,fd=\\([0-9]*\\).*/\\1/p')
 printf 'hello' >&$fd
 exec sleep 60
