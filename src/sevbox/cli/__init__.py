@@ -213,9 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return ExitCode.USAGE
             sub_parser = getattr(args, "subparser", None)
+            name = args.verb
             if sub_parser is not None:
                 sub_parser.print_help(sys.stderr)
-            raise UsageError(f"'{args.verb}' needs a sub-command", hint=f"see 'sevbox {args.verb} --help'")
+                name = sub_parser.prog.removeprefix("sevbox ")
+            raise UsageError(f"'{name}' needs a sub-command", hint=f"see 'sevbox {name} --help'")
         return int(handler(args))
     except SevboxError as err:
         log.error("%s", err)

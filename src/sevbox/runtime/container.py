@@ -184,9 +184,15 @@ class Container:
         pid_file: str | None = None,
         console_socket: str | None = None,
         start: bool = False,
+        config_path: str | None = None,
     ) -> Container:
-        """Boot the VM, prepare the process, run the create hooks, write the pid file, return."""
+        """Boot the VM, prepare the process, run the create hooks, write the pid file, return.
+
+        The launch security is decided first, and a configuration the host can't honour fails
+        here, before anything is started (see ``sevbox.launch``)."""
+        from sevbox.config import load_config
         from sevbox.runtime.bundle import load_bundle
+        from sevbox.runtime.vmplan import plan_launch, sandbox_args
 
         validate_id(container_id)
         bundle_path = Path(bundle_dir).resolve()
@@ -198,16 +204,20 @@ class Container:
             raise ContainerError("process.terminal is true: --console-socket is required")
         if not terminal and console_socket:
             raise ContainerError("--console-socket given but process.terminal is false")
+        config = load_config(config_path).with_annotations(bundle.annotations)
+        plan = plan_launch(config)
+        launch_args = sandbox_args(plan, config)
+        launch_args["readonly_rootfs"] = bundle.readonly
         state_dir = store.create(container_id)
         c = cls(store, container_id)
         me = os.getpid()
-        annotations = dict(bundle.annotations)
+        annotations = {**bundle.annotations, **plan.annotations()}
         store.write_json(container_id, "state.json", {
             "id": container_id, "bundle": str(bundle_path), "created": now_rfc3339(),
             "annotations": annotations, "creator": [me, procs.start_time(me)],
         })  # fmt: skip
         try:
-            c._spawn_monitor(bundle, state_dir, console_socket, start=start)
+            c._spawn_monitor(bundle, state_dir, console_socket, launch_args, start=start)
             state = c.state()
             if not start:
                 for kind in ("createRuntime", "prestart", "createContainer"):
@@ -220,7 +230,13 @@ class Container:
         return c
 
     def _spawn_monitor(
-        self, bundle: Any, state_dir: Path, console_socket: str | None, *, start: bool
+        self,
+        bundle: Any,
+        state_dir: Path,
+        console_socket: str | None,
+        launch_args: dict[str, Any],
+        *,
+        start: bool,
     ) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         listener.bind(str(state_dir / "monitor.sock"))
@@ -246,6 +262,7 @@ class Container:
                 ready_w=ready_w,
                 tty_slave=tty_slave,
                 start=start,
+                launch_args=launch_args,
             )
         listener.close()
         os.close(ready_w)
@@ -376,6 +393,7 @@ def _monitor_main(
     ready_w: int,
     tty_slave: int | None,
     start: bool,
+    launch_args: dict[str, Any],
 ) -> None:
     """The forked monitor process. Never returns."""
     import fcntl
@@ -402,7 +420,7 @@ def _monitor_main(
                 fcntl.ioctl(tty_slave, termios.TIOCSCTTY, 0)
         os.close(devnull)
         try:
-            sb = factory.launch(rootfs=bundle.rootfs, name=c.id, log_dir=c.dir)
+            sb = factory.launch(rootfs=bundle.rootfs, name=c.id, log_dir=c.dir, **launch_args)
             sb.create_container(bundle)
         except SevboxError as err:
             logging.getLogger(__name__).error("%s", err)

@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sev"))
-import snpkit
+from tests.unit.sev import snpkit
 
 from sevbox.cli import main
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import snpkit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from tests.unit.sev import snpkit
 
 from sevbox.errors import FormatError, HostError, VerificationError
 from sevbox.host.kds import KdsClient

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import snpkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.sev import snpkit
 
 from sevbox.errors import FormatError, VerificationError
 from sevbox.sev.snp import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import snpkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.sev import snpkit
 
 from sevbox.errors import FormatError, VerificationError
 from sevbox.sev.snp import TcbVersion
