@@ -36,6 +36,7 @@ __all__ = [
     "Decoder",
     "ExecProcess",
     "Exited",
+    "GuestInfo",
     "Kind",
     "ListProcesses",
     "Mount",
@@ -646,6 +647,27 @@ class Shutdown(_Message):
         return cls()
 
 
+class GuestInfo(_Message):
+    """Ask the guest about itself: whether its kernel reports memory encryption, and its memory
+    canary for ``sevbox verify-memory``. The canary (and an owner's marker) travel inverted (bitwise
+    NOT) so that their plaintext never crosses the shared channel: ``marker_inverted`` is hex."""
+
+    TYPE = "GuestInfo"
+    FIELDS = ("marker_inverted",)
+
+    def __init__(self, marker_inverted: str = "") -> None:
+        self.marker_inverted = marker_inverted
+
+    @classmethod
+    def from_obj(cls, d: dict[str, object]) -> GuestInfo:
+        _only(d, cls.TYPE, ("type", *cls.FIELDS))
+        where = f"{cls.TYPE}.marker_inverted"
+        marker = _str(d.get("marker_inverted", ""), where, limit=8192)
+        if len(marker) % 2 or any(c not in "0123456789abcdef" for c in marker):
+            raise ProtocolError(f"{where}: must be lower-case hex")
+        return cls(marker)
+
+
 class Ping(_Message):
     TYPE = "Ping"
 
@@ -668,6 +690,7 @@ REQUESTS: dict[str, type[_Message]] = {
         ListProcesses,
         Shutdown,
         Ping,
+        GuestInfo,
     )
 }
 
@@ -676,24 +699,34 @@ class Response(_Message):
     """The answer to one request: ``ok`` or an ``error`` message; ``pids``/``status`` where asked."""
 
     TYPE = "Response"
-    FIELDS = ("ok", "error", "pids", "status")
+    FIELDS = ("ok", "error", "pids", "status", "info")
+    MAX_INFO = 16
 
     def __init__(
-        self, ok: bool, error: str = "", pids: tuple[int, ...] = (), status: int | None = None
+        self,
+        ok: bool,
+        error: str = "",
+        pids: tuple[int, ...] = (),
+        status: int | None = None,
+        info: dict[str, str] | None = None,
     ) -> None:
         self.ok = ok
         self.error = error
         self.pids = pids
         self.status = status
+        self.info = info or {}
 
     def to_obj(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "type": self.TYPE,
             "ok": self.ok,
             "error": self.error,
             "pids": list(self.pids),
             "status": self.status,
         }
+        if self.info:
+            out["info"] = dict(self.info)
+        return out
 
     @classmethod
     def from_obj(cls, d: dict[str, object]) -> Response:
@@ -707,7 +740,16 @@ class Response(_Message):
                 for i, p in enumerate(_list(d.get("pids", []), f"{cls.TYPE}.pids"))
             ),
             status=None if st is None else _int(st, f"{cls.TYPE}.status", 0, 255),
+            info=cls._info(d.get("info", {})),
         )
+
+    @classmethod
+    def _info(cls, v: object) -> dict[str, str]:
+        where = f"{cls.TYPE}.info"
+        d = _dict(v, where)
+        if len(d) > cls.MAX_INFO:
+            raise ProtocolError(f"{where}: more than {cls.MAX_INFO} entries")
+        return {_str(k, where): _str(x, f"{where}.{k}", limit=16384) for k, x in d.items()}
 
 
 class Ready(_Message):

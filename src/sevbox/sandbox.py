@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from sevbox import protocol as P
-from sevbox.errors import AgentError, ContainerError, VmError
+from sevbox.errors import AgentError, ContainerError, SevboxError, VmError
 from sevbox.qemu.argv import DeviceFlags, Share, VmSpec, kernel_cmdline
 from sevbox.qemu.machine import Machine
 from sevbox.runtime.bundle import Bundle, Process
@@ -374,6 +374,28 @@ class Sandbox:
 
     def resume(self) -> None:
         self.machine.command("cont")
+
+    def guest_info(self, marker_inverted: str = "") -> dict[str, str]:
+        """The agent's GuestInfo: its kernel's memory-encryption line and inverted canary."""
+        return dict(self._ok(P.GuestInfo(marker_inverted)).info)
+
+    def canary(self, marker_inverted: str | None) -> str:
+        """The guest's memory canary, inverted (see ``sevbox verify-memory``)."""
+        return self.guest_info(marker_inverted or "")["canary_inverted"]
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None) -> Any:
+        """Run one QMP command on this VM's QEMU (qemu.qmp); QEMU's errors become VmError."""
+        return self.machine.command(command, **(arguments or {}))
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        """What the runtime records about this sandbox in the container's state."""
+        out = {"sevbox.accel": self.accel}
+        try:
+            out["sevbox.guest.memory-encryption"] = self.guest_info()["memory_encryption"]
+        except SevboxError as err:
+            out["sevbox.guest.memory-encryption"] = f"unknown ({err})"
+        return out
 
     def send_raw(self, data: bytes) -> None:
         """Write raw bytes to the agent channel (for tests that feed the agent garbage)."""

@@ -400,6 +400,22 @@ class Agent:
     def do_Ping(self, req_id: int, msg: P.Ping) -> None:
         self.respond(req_id, True)
 
+    def do_GuestInfo(self, req_id: int, msg: P.GuestInfo) -> None:
+        # The canary lives in this process's (guest-private) memory; only its inverse leaves.
+        canary = getattr(self, "canary", None)
+        if canary is None:
+            canary = self.canary = os.urandom(32)
+        if msg.marker_inverted:
+            self.marker = bytes(b ^ 0xFF for b in bytes.fromhex(msg.marker_inverted))
+        self.respond(
+            req_id,
+            True,
+            info={
+                "canary_inverted": bytes(b ^ 0xFF for b in canary).hex(),
+                "memory_encryption": memory_encryption_line(),
+            },
+        )
+
     def do_CreateContainer(self, req_id: int, msg: P.CreateContainer) -> None:
         if self.spec is not None:
             self.respond(req_id, False, "a container already exists in this VM")
@@ -780,6 +796,32 @@ def _mount_options(options: tuple[str, ...]) -> tuple[int, str]:
         else:
             data.append(o)
     return flags, ",".join(data)
+
+
+def memory_encryption_line() -> str:
+    """What the guest kernel said about memory encryption at boot ("Memory Encryption Features
+    active: AMD SEV SEV-ES ..."), from /dev/kmsg; "none reported" when it said nothing."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        return f"unknown (/dev/kmsg: {err.strerror})"
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                return "none reported"
+            except OSError as err:
+                if err.errno == errno.EPIPE:  # the ring buffer overwrote records: keep reading
+                    continue
+                return f"unknown (/dev/kmsg: {err.strerror})"
+            if not rec:
+                return "none reported"
+            text = rec.split(";", 1)[-1].strip()
+            if "Memory Encryption Features active" in text:
+                return text
+    finally:
+        os.close(fd)
 
 
 def power_off() -> None:

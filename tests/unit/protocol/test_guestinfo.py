@@ -1,0 +1,42 @@
+"""GuestInfo: the canary/marker request and the Response.info it gets back, validated both ways."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sevbox import protocol as P
+
+
+def test_round_trip() -> None:
+    req = P.GuestInfo("00ff10")
+    assert P.decode_request(json.dumps(req.to_obj()).encode()) == req
+    resp = P.Response(True, info={"canary_inverted": "ab" * 32, "memory_encryption": "none reported"})
+    assert P.decode_response(json.dumps(resp.to_obj()).encode()).info == resp.info
+    assert "info" not in P.Response(True).to_obj()  # absent when empty: older peers see nothing new
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "GuestInfo", "marker_inverted": "xyz0"},
+        {"type": "GuestInfo", "marker_inverted": "abc"},
+        {"type": "GuestInfo", "marker_inverted": "AB"},
+        {"type": "GuestInfo", "marker_inverted": 5},
+        {"type": "GuestInfo", "marker_inverted": "00" * 5000},
+        {"type": "GuestInfo", "other": ""},
+    ],
+)
+def test_bad_requests_rejected(obj: dict[str, object]) -> None:
+    with pytest.raises(P.ProtocolError):
+        P.decode_request(json.dumps(obj).encode())
+
+
+@pytest.mark.parametrize(
+    "info", [[], {"k": 1}, {str(i): "" for i in range(P.Response.MAX_INFO + 1)}, {"k": "x" * 20000}]
+)
+def test_bad_info_rejected(info: object) -> None:
+    obj = {"type": "Response", "ok": True, "error": "", "pids": [], "status": None, "info": info}
+    with pytest.raises(P.ProtocolError):
+        P.decode_response(json.dumps(obj).encode())
