@@ -155,7 +155,8 @@ class SevCpuid:
         23: "SegmentedRMP",
         24: "VmsaRegProt",
         25: "SmtProtection",
-        28: "SVSM",
+        28: "SvsmCommPageMsr",
+        29: "NestedVirtSnpMsr",
         30: "HvInUseWrAllowed",
     }
 

@@ -302,3 +302,37 @@ def test_bad_captured_json_is_reported(tree: Tree) -> None:
     (root / "sevbox-capture/query-sev-capabilities.json").write_text("{not json")
     c = checks(probe.probe(root))["qemu.sev-snp-guest"]
     assert not c.ok and "is not JSON" in c.detail
+
+
+def test_device_failures_are_plain_items(tree: Tree) -> None:
+    facts = gather(tree("snp"))
+    denied = replace(facts, dev_sev=probe.DeviceFacts(True, False, "cannot open /dev/sev: Permission denied"))
+    c = checks(evaluate(denied))["dev.sev"]
+    assert not c.ok and "Permission denied" in c.detail and "run as root" in c.fix
+    broken = replace(
+        facts, dev_sev=probe.DeviceFacts(True, True, status_error="SEV PLATFORM_STATUS failed: x")
+    )
+    assert "PLATFORM_STATUS failed" in checks(evaluate(broken))["dev.sev"].detail
+    odd_kvm = replace(facts, dev_kvm=probe.DeviceFacts(True, True, kvm_api=11))
+    report = evaluate(odd_kvm)
+    assert (
+        not checks(report)["kvm.usable"].ok
+        and "API version 11, not 12" in checks(report)["kvm.usable"].detail
+    )
+    assert not report.ready["vm"] and not report.ready["sev-snp"]
+    no_kvm = replace(facts, dev_kvm=probe.DeviceFacts(False, None))
+    assert checks(evaluate(no_kvm))["kvm.usable"].detail == "/dev/kvm does not exist"
+
+
+def test_libvirt_says_no(tree: Tree) -> None:
+    root = tree("snp")
+    xml = root / "sevbox-capture/virsh-domcapabilities.xml"
+    xml.write_text(xml.read_text().replace("<sev supported='yes'>", "<sev supported='no'>"))
+    report = probe.probe(root)
+    assert checks(report)["libvirt.sev"].detail == "libvirt domcapabilities: <sev supported='no'>"
+    assert report.ready["sev-snp"]  # libvirt is needed by no mode
+
+
+def test_cpuid_feature_names() -> None:
+    c = decode_cpuid_8000001f(1 << 24 | 1 << 25 | 1 << 28 | 1 << 15, 0, 0, 0)
+    assert c.features == ("PreventHostIbs", "VmsaRegProt", "SmtProtection", "SvsmCommPageMsr")
