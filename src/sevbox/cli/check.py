@@ -19,10 +19,11 @@ kernel command line (mem_encrypt, kvm_amd.sev*), kvm_amd parameters, /dev/sev (P
 hashes table, SNP metadata), libvirt (domcapabilities), and sevbox's guest swiotlb size.
 
 Which items each mode needs:
-  vm        kvm.usable qemu.version
-  sev       vm + cpu.sev kvm.sev dev.sev qemu.sev-guest firmware.ovmf guest.swiotlb
+  vm        qemu.version (under KVM when kvm.usable, else TCG)
+  sev       vm + kvm.usable cpu.sev kvm.sev dev.sev qemu.sev-guest firmware.ovmf guest.swiotlb
   sev-es    sev + cpu.sev-es kvm.sev-es (and QEMU >= 6.0)
-  sev-snp   vm + cpu.sev-snp kvm.sev-snp dev.sev qemu.sev-snp-guest firmware.ovmf guest.swiotlb
+  sev-snp   vm + kvm.usable cpu.sev-snp kvm.sev-snp dev.sev qemu.sev-snp-guest firmware.ovmf
+            guest.swiotlb (and QEMU >= 9.1)
 kernel.mem_encrypt (host SME) and libvirt.sev are reported but needed by no mode.
 
 exit status:

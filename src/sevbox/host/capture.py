@@ -10,7 +10,8 @@ The tree holds only what the check needs, so it can be sent to someone else to d
   there), at the same paths;
 * ``sevbox-capture/``: ``cpuid.json`` (leaves 0, 0x80000000, 0x8000001F), QEMU's ``--version``,
   ``-object help`` and ``-object sev-guest,help``, the QMP reply to ``query-sev-capabilities``,
-  ``virsh domcapabilities`` and the SEV PLATFORM_STATUS fields.
+  ``virsh domcapabilities``, the SEV PLATFORM_STATUS fields, and ``kvm.json`` (KVM API version and
+  the runtime's cached verdict on whether Linux boots under this KVM).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sevbox.host.probe import (
     CPUID_LEAVES,
     FIRMWARE_DIRS,
     QEMU,
+    _dev_kvm,
     _dev_sev,
     _live_caps,
     _run,
@@ -98,6 +100,10 @@ def capture(dest: Path, *, run_programs: bool = True) -> list[str]:
                     _write(dest, f"{d}/{p.name}", f.read(), written)
             except OSError:
                 continue
+    kvm = _dev_kvm(Path("/"), live=True)
+    if kvm.kvm_api is not None:
+        info = {"api_version": kvm.kvm_api, "boots_linux": kvm.boots_linux, "note": kvm.boots_note}
+        _write(dest, f"{CAPTURE_DIR}/kvm.json", json.dumps(info, indent=1) + "\n", written)
     status = _dev_sev(Path("/"), live=True, want_snp=False).status
     if status is not None:
         fields = {

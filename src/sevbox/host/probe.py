@@ -84,22 +84,25 @@ CHECK_IDS = (
     "libvirt.sev",
     "guest.swiotlb",
 )
-_VM = ("kvm.usable", "qemu.version")
-_SEV = (*_VM, "cpu.sev", "kvm.sev", "dev.sev", "qemu.sev-guest", "firmware.ovmf", "guest.swiotlb")
+# In the order "why" looks for the first failure: the most basic cause first.
+_VM = ("qemu.version",)  # plain VMs run under TCG when KVM can't run them
+_SEV = (
+    "cpu.sev",
+    *_VM,
+    "kvm.usable",
+    "kvm.sev",
+    "dev.sev",
+    "qemu.sev-guest",
+    "firmware.ovmf",
+    "guest.swiotlb",
+)
 REQUIRED: dict[str, tuple[str, ...]] = {
     "vm": _VM,
     "sev": _SEV,
-    "sev-es": (*_SEV, "cpu.sev-es", "kvm.sev-es"),
-    "sev-snp": (
-        *_VM,
-        "cpu.sev-snp",
-        "kvm.sev-snp",
-        "dev.sev",
-        "qemu.sev-snp-guest",
-        "firmware.ovmf",
-        "guest.swiotlb",
-    ),
-}
+    "sev-es": ("cpu.sev-es", *_SEV, "kvm.sev-es"),
+    "sev-snp": ("cpu.sev-snp", *_VM, "kvm.usable", "kvm.sev-snp", "dev.sev", "qemu.sev-snp-guest",
+                "firmware.ovmf", "guest.swiotlb"),
+}  # fmt: skip
 
 CAPTURE_DIR = "sevbox-capture"
 CAPTURE_FILES = {
@@ -109,6 +112,8 @@ CAPTURE_FILES = {
     "query-sev-capabilities.json": "QMP reply to query-sev-capabilities ({'return': ...} or {'error': ...})",
     "virsh-domcapabilities.xml": "virsh domcapabilities (absent: libvirt not installed)",
     "sev-platform-status.json": "PLATFORM_STATUS: api_major, api_minor, state, flags, build, guest_count",
+    "kvm.json": "KVM_GET_API_VERSION and the runtime's cached KVM boot probe: api_version, boots_linux, note",
+    "cpuid.json": "CPUID leaves 0, 0x80000000, 0x8000001F (used when there is no dev/cpu/0/cpuid)",
 }
 QEMU = "qemu-system-x86_64"
 FIRMWARE_DIRS = ("usr/share/OVMF", "usr/share/ovmf", "usr/share/qemu", "usr/share/edk2/ovmf")
@@ -396,6 +401,28 @@ class DeviceFacts:
     snp_status: SnpPlatformStatus | None = None
     status_error: str = ""
     kvm_api: int | None = None
+    boots_linux: bool | None = None  # the runtime's KVM probe, cached for this boot; None: not run
+    boots_note: str = ""
+
+
+def _cached_accel(sysroot: Path) -> tuple[bool | None, str]:
+    """What the runtime's KVM probe (sevbox.qemu.accel) found in this boot, from its cache file.
+
+    Read-only: running the probe boots a guest (seconds), which ``sevbox check`` does not do.
+    """
+    from sevbox.pins import data_dir
+
+    try:
+        boot = (sysroot / "proc/sys/kernel/random/boot_id").read_text().strip()
+        saved = json.loads((data_dir() / "accel.json").read_text())
+    except (OSError, ValueError):
+        return None, ""
+    if not isinstance(saved, dict) or not boot or saved.get("boot_id") != boot:
+        return None, ""
+    name = saved.get("name")
+    if name not in ("kvm", "tcg"):
+        return None, ""
+    return name == "kvm", str(saved.get("reason", ""))
 
 
 def _dev_sev(sysroot: Path, live: bool, want_snp: bool) -> DeviceFacts:
@@ -444,7 +471,18 @@ def _dev_kvm(sysroot: Path, live: bool) -> DeviceFacts:
     if not path.exists():
         return DeviceFacts(False, None)
     if not live:
-        return DeviceFacts(True, None)
+        try:
+            d = json.loads((sysroot / CAPTURE_DIR / "kvm.json").read_text())
+            api, boots = d.get("api_version"), d.get("boots_linux")
+            return DeviceFacts(
+                True,
+                True if isinstance(api, int) else None,
+                kvm_api=api if isinstance(api, int) else None,
+                boots_linux=boots if isinstance(boots, bool) else None,
+                boots_note=str(d.get("note", "")),
+            )
+        except (OSError, ValueError, AttributeError):
+            return DeviceFacts(True, None)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as err:
@@ -455,7 +493,8 @@ def _dev_kvm(sysroot: Path, live: bool) -> DeviceFacts:
         return DeviceFacts(True, True, f"KVM_GET_API_VERSION failed: {err.strerror}")
     finally:
         os.close(fd)
-    return DeviceFacts(True, True, kvm_api=int(api))
+    boots, note = _cached_accel(sysroot)
+    return DeviceFacts(True, True, kvm_api=int(api), boots_linux=boots, boots_note=note)
 
 
 # ------------------------------------------------------------------------------------- QEMU
@@ -1063,12 +1102,20 @@ def _kvm_usable_check(facts: HostFacts) -> Check:
             f"/dev/kvm answers KVM API version {d.kvm_api}, not {KVM_API_VERSION}",
             "use a mainline Linux KVM",
         )
-    return Check(
-        cid,
-        True,
-        f"/dev/kvm opened, KVM API version {d.kvm_api}"
-        " (whether a guest really boots under it is decided when the runtime starts one)",
-    )
+    if d.boots_linux is False:
+        return Check(
+            cid,
+            False,
+            f"/dev/kvm opened, KVM API version {d.kvm_api}, but the runtime's KVM probe found that"
+            f" Linux does not boot under it ({d.boots_note}; cached for this boot): guests run under"
+            " TCG here, and SEV needs KVM",
+            "use a host whose KVM runs guests (bare metal, or nested virtualization with SVM exposed)",
+        )
+    if d.boots_linux:
+        seen = f"; the runtime's KVM probe booted Linux under it ({d.boots_note})"
+    else:
+        seen = " (whether Linux boots under it is probed when the runtime first starts a guest)"
+    return Check(cid, True, f"/dev/kvm opened, KVM API version {d.kvm_api}{seen}")
 
 
 def _qemu_version_check(q: QemuFacts) -> Check:

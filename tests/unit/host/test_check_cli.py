@@ -95,7 +95,7 @@ def test_help_teaches() -> None:
         "--sysroot DIR",
         "--require MODE",
         "examples:",
-        "sev-snp   vm + cpu.sev-snp",
+        "sev-snp   vm + kvm.usable cpu.sev-snp",
     ):
         assert text in h
     g = sevbox("guest-check", "--help").stdout

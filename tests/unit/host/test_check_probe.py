@@ -319,7 +319,7 @@ def test_device_failures_are_plain_items(tree: Tree) -> None:
         not checks(report)["kvm.usable"].ok
         and "API version 11, not 12" in checks(report)["kvm.usable"].detail
     )
-    assert not report.ready["vm"] and not report.ready["sev-snp"]
+    assert report.ready["vm"] and not report.ready["sev-snp"]  # plain VMs fall back to TCG
     no_kvm = replace(facts, dev_kvm=probe.DeviceFacts(False, None))
     assert checks(evaluate(no_kvm))["kvm.usable"].detail == "/dev/kvm does not exist"
 
@@ -336,3 +336,32 @@ def test_libvirt_says_no(tree: Tree) -> None:
 def test_cpuid_feature_names() -> None:
     c = decode_cpuid_8000001f(1 << 24 | 1 << 25 | 1 << 28 | 1 << 15, 0, 0, 0)
     assert c.features == ("PreventHostIbs", "VmsaRegProt", "SmtProtection", "SvsmCommPageMsr")
+
+
+def test_kvm_that_does_not_boot_linux(tree: Tree) -> None:
+    facts = gather(tree("snp"))
+    note = "/dev/kvm opens but a Linux guest printed nothing under KVM in 6s"
+    hung = replace(
+        facts, dev_kvm=probe.DeviceFacts(True, True, kvm_api=12, boots_linux=False, boots_note=note)
+    )
+    report = evaluate(hung)
+    c = checks(report)["kvm.usable"]
+    assert not c.ok and note in c.detail and "SEV needs KVM" in c.detail
+    assert report.ready == {"vm": True, "sev": False, "sev-es": False, "sev-snp": False}
+    assert report.why["sev-snp"].startswith("kvm.usable: ")
+
+
+def test_cached_accel_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    (root / "proc/sys/kernel/random").mkdir(parents=True)
+    (root / "proc/sys/kernel/random/boot_id").write_text("b1\n")
+    monkeypatch.setenv("SEVBOX_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    assert probe._cached_accel(root) == (None, "")  # never probed
+    cache = tmp_path / "data/accel.json"
+    cache.write_text(json.dumps({"boot_id": "b1", "name": "tcg", "reason": "no console line"}))
+    assert probe._cached_accel(root) == (False, "no console line")
+    cache.write_text(json.dumps({"boot_id": "b0", "name": "kvm", "reason": "old boot"}))
+    assert probe._cached_accel(root) == (None, "")  # another boot's answer is not this boot's
+    cache.write_text("[1, 2]")
+    assert probe._cached_accel(root) == (None, "")
