@@ -60,6 +60,7 @@ class VmSpec:
     vcpus: int = 1
     firmware: Path | None = None  # OVMF code image (pflash, read-only) or None
     firmware_vars: Path | None = None  # OVMF vars image (a private copy), if the build has one
+    firmware_bios: bool = False  # load the firmware with -bios (SEV-SNP: QEMU refuses pflash)
     cmdline: str = ""
     cpu: str | None = None  # default: "host" under KVM, "qemu64,+rdrand" under TCG
     qmp_fd: int | None = None  # inherited socket: QMP
@@ -173,7 +174,9 @@ def build_argv(spec: VmSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     ]
     for obj in spec.objects:
         argv += ["-object", obj]
-    if spec.firmware is not None:
+    if spec.firmware is not None and spec.firmware_bios:
+        argv += ["-bios", str(spec.firmware)]
+    elif spec.firmware is not None:
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(spec.firmware)}"]
         if spec.firmware_vars is not None:
             argv += ["-drive", f"if=pflash,format=raw,unit=1,file={_opt(spec.firmware_vars)}"]
