@@ -54,9 +54,9 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-new-keyring", action="store_true", help="accepted (no host keyring is used)")
     parser.add_argument("--keep", action="store_true", help="accepted for runc compatibility")
     parser.add_argument(
-        "--memory", type=int, default=256, metavar="MIB", help="guest memory in MiB (default 256)"
+        "--memory", type=int, default=None, metavar="MIB", help="guest memory in MiB (default: config, 256)"
     )
-    parser.add_argument("--vcpus", type=int, default=1, help="guest vCPUs (default 1)")
+    parser.add_argument("--vcpus", type=int, default=None, help="guest vCPUs (default: config, 1)")
     parser.add_argument(
         "--vm-log-dir",
         metavar="DIR",
@@ -111,6 +111,17 @@ def _run(args: argparse.Namespace) -> int:
     terminal = bundle.process.terminal
     if args.console_socket and not terminal:
         raise ContainerError("--console-socket given but process.terminal is false")
+    # launch security first: a configuration the host can't honour fails here, before any VM starts
+    from sevbox.config import load_config
+    from sevbox.runtime.vmplan import plan_launch, sandbox_args
+
+    config = load_config(args.config).with_annotations(bundle.annotations)
+    launch_args = sandbox_args(plan_launch(config), config)
+    launch_args["readonly_rootfs"] = bundle.readonly
+    if args.memory is not None:
+        launch_args["memory_mib"] = args.memory
+    if args.vcpus is not None:
+        launch_args["vcpus"] = args.vcpus
     log_dir = Path(args.vm_log_dir) if args.vm_log_dir else None
     master = slave = -1
     try:
@@ -120,13 +131,8 @@ def _run(args: argparse.Namespace) -> int:
             _send_fd(args.console_socket, master)
             os.close(master)
             master = -1
-        with Sandbox.launch(
-            rootfs=bundle.rootfs,
-            name=args.container_id,
-            memory_mib=args.memory,
-            vcpus=args.vcpus,
-            log_dir=log_dir,
-        ) as sb:
+        name = args.container_id
+        with Sandbox.launch(rootfs=bundle.rootfs, name=name, log_dir=log_dir, **launch_args) as sb:
             sb.create_container(bundle)
             try:
                 sb.start_container()
@@ -161,5 +167,6 @@ def _run_detached(args: argparse.Namespace) -> int:
         pid_file=args.pid_file,
         console_socket=args.console_socket,
         start=True,
+        config_path=args.config,
     )
     return 0
