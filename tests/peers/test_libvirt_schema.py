@@ -15,6 +15,7 @@ still checked by libvirt), and the test asserts that the old schema is the only 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import re
 import shutil
@@ -57,6 +58,11 @@ def combos() -> list[tuple[str, DomainSpec]]:
         label = f"{mode}-{'att' if attested else 'plain'}-{network or 'nonet'}-"
         label += f"{'locked' if locked else 'limit'}-{'blk' if block else 'file'}"
         out.append((label, spec))
+        if block and locked:  # and once per mode/attestation/network: a measured direct kernel boot
+            kernel = dataclasses.replace(
+                spec, kernel="/boot/vmlinuz", initrd="/boot/initrd.img", cmdline="console=ttyS0 quiet"
+            )
+            out.append((label + "-kernel", kernel))
     return out
 
 
@@ -126,6 +132,9 @@ def test_libvirt_parser_round_trips(tmp_path: Path, label: str, spec: DomainSpec
         ours.findtext("launchSecurity/policy") or "", 16
     )
     assert theirs.find("os/loader").attrib == ours.find("os/loader").attrib  # type: ignore[union-attr]
+    assert theirs.find("launchSecurity").attrib == ours.find("launchSecurity").attrib  # type: ignore[union-attr]
+    for field in ("kernel", "initrd", "cmdline"):
+        assert theirs.findtext(f"os/{field}") == ours.findtext(f"os/{field}"), field
     assert lint_domain(dumped_text) == [], label
 
 

@@ -24,7 +24,8 @@ Print a complete libvirt domain XML for an AMD SEV, SEV-ES or SEV-SNP guest that
 of libvirt's "Launch security with AMD SEV" guide: q35, OVMF (stateless when the launch is attested
 or SNP), launchSecurity with cbitpos/reducedPhysBits/policy (and dhCert/session when attesting),
 iommu='on' on every virtio device, the disk on virtio-scsi, no option ROM on virtio-net, no balloon,
-SMM off for SEV-ES/SNP, and memory pinned by a hard limit (RAM + 256 MiB) or <locked/>.
+SMM off for SEV-ES/SNP, and memory pinned by a hard limit (RAM + 256 MiB) or <locked/>. With
+--kernel the launch measures kernel, initrd and command line too (kernelHashes='yes').
 
 cbitpos and reducedPhysBits default to this host's values when it has SEV (CPUID 0x8000001F, as
 'sevbox check' reports them), else to 51 and 1 (AMD Milan/Genoa; Naples and Rome use cbitpos 47).
@@ -35,6 +36,9 @@ examples:
       --network default > web.xml && virsh define web.xml
   sevbox libvirt xml --launch-security sev-es --name es1 --memory 1024 --vcpus 1 \\
       --disk /dev/vg0/es1 --dh-cert godh.b64 --session session.b64 --locked-memory
+  sevbox libvirt xml --launch-security sev-es --firmware /usr/share/edk2/ovmf/OVMF.amdsev.fd \
+      --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyS0" --name k1 --memory 512 \
+      --vcpus 1 --disk /srv/k1.raw
   sevbox libvirt xml --launch-security sev-snp --firmware /usr/share/edk2/ovmf/OVMF.amdsev.fd \\
       --name snp1 --memory 4096 --vcpus 4 --disk /srv/snp1.raw --policy 0x30000
 """
@@ -48,7 +52,7 @@ path and how to fix it. Exit status: 0 when there are no errors (warnings fail o
 rules: not-sev, firmware-seabios, machine-i440fx (warning), virtio-transitional, virtio-iommu,
 virtio-net-rom, memory-not-pinned, hard-limit-low (warning), nvram-attested, virtio-blk-boot
 (warning), policy-debug (warning), policy-invalid, attest-incomplete, attest-blob,
-smm-encrypted-state, launch-security, schema
+smm-encrypted-state, launch-security, kernel-hashes (warning), schema
 
 examples:
   sevbox libvirt lint /etc/libvirt/qemu/web.xml
@@ -85,6 +89,14 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
         help="the boot disk: an image file (.qcow2 is qcow2, anything else raw) or a block device "
         "under /dev; attached to virtio-scsi",
     )
+    xml.add_argument(
+        "--kernel",
+        metavar="PATH",
+        help="boot this kernel directly; the launch then measures kernel, initrd and command line "
+        "(kernelHashes='yes'; needs firmware with the SEV hashes table, e.g. edk2's AmdSev build)",
+    )
+    xml.add_argument("--initrd", metavar="PATH", help="initrd for --kernel")
+    xml.add_argument("--cmdline", metavar="TEXT", help="kernel command line for --kernel")
     xml.add_argument("--network", metavar="NAME", help="attach a virtio NIC to this libvirt network")
     xml.add_argument(
         "--firmware",
@@ -242,6 +254,9 @@ def _xml(args: argparse.Namespace) -> int:
         policy=_policy(args.policy, mode),
         dh_cert=_blob(args.dh_cert, "--dh-cert") if args.dh_cert else None,
         session=_blob(args.session, "--session") if args.session else None,
+        kernel=str(Path(args.kernel).absolute()) if args.kernel else None,
+        initrd=str(Path(args.initrd).absolute()) if args.initrd else None,
+        cmdline=args.cmdline,
         locked_memory=args.locked_memory,
         hard_limit_kib=hard_limit,
         cbitpos=cbitpos,

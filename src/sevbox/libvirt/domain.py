@@ -5,7 +5,8 @@ and :mod:`sevbox.libvirt.lint` checks the same rules, so what this module makes 
 
 * machine q35 (i440fx is discouraged and would need virtio-non-transitional devices);
 * OVMF (UEFI) as a pflash loader, never SeaBIOS; **stateless** (no NVRAM) when the launch is
-  attested (``dhCert``/``session`` given) or SNP, so no unmeasured variable store feeds the guest;
+  attested (``dhCert``/``session`` given), SNP, or a measured direct kernel boot, so no unmeasured
+  variable store feeds the guest;
   SNP firmware is a ``rom`` loader (QEMU loads SNP firmware with ``-bios``, not pflash);
 * ``<launchSecurity type='sev'>`` with cbitpos, reducedPhysBits and the policy (SEV-ES is
   ``type='sev'`` with the policy's ES bit, 0x4), or ``<launchSecurity type='sev-snp'>`` with the
@@ -15,7 +16,10 @@ and :mod:`sevbox.libvirt.lint` checks the same rules, so what this module makes 
   does not know SEV); the balloon is off (encrypted memory is pinned; ballooning cannot return it);
 * memory is pinned: a ``<hard_limit>`` of guest RAM + 256 MiB (the guide's starting point), or
   ``<memoryBacking><locked/>`` (the guide's preferred form; then cap ``machine.slice`` on the host);
-* SMM is off for SEV-ES and SNP (QEMU does not support SMM with encrypted register state).
+* SMM is off for SEV-ES and SNP (QEMU does not support SMM with encrypted register state);
+* a direct kernel boot (``kernel``/``initrd``/``cmdline``) sets ``kernelHashes='yes'`` so the launch
+  measurement covers the kernel, initrd and command line (QEMU's ``kernel-hashes=on``; the firmware
+  must carry the SEV hashes table, e.g. edk2's AmdSev build).
 
 Defaults for the C-bit position and reduced physical bits come from the host when it has SEV (the
 CLI asks :func:`sevbox.host.probe.sev_params`); otherwise :data:`DEFAULT_CBITPOS` (51, the value on
@@ -82,6 +86,9 @@ class DomainSpec:
     hard_limit_kib: int | None = None  # None (and not locked): memory + 256 MiB
     cbitpos: int = DEFAULT_CBITPOS
     reduced_phys_bits: int = DEFAULT_REDUCED_PHYS_BITS
+    kernel: str | None = None  # direct kernel boot: measured via kernelHashes='yes'
+    initrd: str | None = None
+    cmdline: str | None = None
     emulator: str = DEFAULT_EMULATOR
     note: str = ""  # one line put in an XML comment (e.g. where cbitpos came from)
 
@@ -138,6 +145,13 @@ def _validate(spec: DomainSpec) -> None:
         _check_path(spec.firmware, "the firmware")
     if spec.nvram_template is not None:
         _check_path(spec.nvram_template, "the NVRAM template")
+    for path, what in ((spec.kernel, "the kernel"), (spec.initrd, "the initrd")):
+        if path is not None:
+            _check_path(path, what)
+    if spec.kernel is None and (spec.initrd is not None or spec.cmdline is not None):
+        raise UsageError("--initrd and --cmdline need --kernel")
+    if spec.cmdline is not None and any(c in spec.cmdline for c in "\0\n"):
+        raise UsageError("the kernel command line must be one line")
     if spec.network is not None and (not spec.network or "'" in spec.network or "/" in spec.network):
         raise UsageError(f"bad network name {spec.network!r}")
     if spec.locked_memory and spec.hard_limit_kib is not None:
@@ -190,7 +204,8 @@ def _os(spec: DomainSpec, dom: ET.Element) -> None:
     firmware = spec.firmware or DEFAULT_FIRMWARE
     if spec.launch_security == "sev-snp":
         _sub(os_el, "loader", spec.firmware or DEFAULT_SNP_FIRMWARE, type="rom", stateless="yes")
-    elif spec.attested:
+    elif spec.attested or spec.kernel is not None:
+        # a measured launch: no variable store the measurement does not cover
         _sub(os_el, "loader", firmware, readonly="yes", type="pflash", stateless="yes")
     else:
         _sub(os_el, "loader", firmware, readonly="yes", type="pflash")
@@ -199,7 +214,14 @@ def _os(spec: DomainSpec, dom: ET.Element) -> None:
             template = DEFAULT_NVRAM_TEMPLATE
         if template is not None:
             _sub(os_el, "nvram", template=template)
-    _sub(os_el, "boot", dev="hd")
+    if spec.kernel is not None:
+        _sub(os_el, "kernel", spec.kernel)
+        if spec.initrd is not None:
+            _sub(os_el, "initrd", spec.initrd)
+        if spec.cmdline is not None:
+            _sub(os_el, "cmdline", spec.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
 
 
 def _devices(spec: DomainSpec, dom: ET.Element) -> None:
@@ -235,13 +257,14 @@ def _devices(spec: DomainSpec, dom: ET.Element) -> None:
 
 def _launch_security(spec: DomainSpec, dom: ET.Element) -> None:
     policy = spec.effective_policy()
+    hashes = {"kernelHashes": "yes"} if spec.kernel is not None else {}
     if spec.launch_security == "sev-snp":
-        ls = _sub(dom, "launchSecurity", type="sev-snp")
+        ls = _sub(dom, "launchSecurity", type="sev-snp", **hashes)
         _sub(ls, "cbitpos", str(spec.cbitpos))
         _sub(ls, "reducedPhysBits", str(spec.reduced_phys_bits))
         _sub(ls, "policy", f"{policy:#010x}" if policy <= 0xFFFF_FFFF else f"{policy:#018x}")
         return
-    ls = _sub(dom, "launchSecurity", type="sev")
+    ls = _sub(dom, "launchSecurity", type="sev", **hashes)
     _sub(ls, "cbitpos", str(spec.cbitpos))
     _sub(ls, "reducedPhysBits", str(spec.reduced_phys_bits))
     _sub(ls, "policy", f"{policy:#06x}" if policy <= 0xFFFF else f"{policy:#010x}")

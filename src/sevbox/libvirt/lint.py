@@ -13,13 +13,16 @@ Rules (id, severity, what it catches)::
     virtio-net-rom       error    a virtio NIC whose option ROM is enabled (no <rom enabled='no'/>)
     memory-not-pinned    error    neither <memoryBacking><locked/> nor a <memtune><hard_limit>
     hard-limit-low       warning  a hard limit below guest RAM + 256 MiB (QEMU may be killed)
-    nvram-attested       error    an NVRAM store with an attested launch (dhCert/session) or with SNP
+    nvram-attested       error    an NVRAM store with an attested launch (dhCert/session), with SNP,
+                                  or with a measured kernel boot (kernelHashes='yes')
     virtio-blk-boot      warning  a virtio-blk disk (older guest kernels cannot boot from it; swiotlb)
     policy-debug         warning  a guest policy that allows debugging (SEV NODBG clear, SNP DEBUG set)
     policy-invalid       error    a policy that is not a number or breaks its format
     attest-incomplete    error    dhCert without session, or session without dhCert
     attest-blob          error    dhCert or session that is not base64 of the right size
     smm-encrypted-state  error    SMM on with SEV-ES or SNP (not supported with encrypted state)
+    kernel-hashes        warning  a direct kernel boot whose kernel/initrd/cmdline the launch does not
+                                  measure (no kernelHashes='yes'), or kernelHashes without a kernel
     launch-security      error    <launchSecurity> content libvirt does not define: an unknown child or
                                   attribute, cbitpos/reducedPhysBits not numbers, SNP blobs (idBlock 96,
                                   idAuth 4096, hostData 32, guestVisibleWorkarounds 16 bytes) of the
@@ -74,6 +77,7 @@ RULES: dict[str, tuple[str, str]] = {
     "attest-blob": ("error", "dhCert/session not base64 of the right size"),
     "smm-encrypted-state": ("error", "SMM with SEV-ES or SNP"),
     "launch-security": ("error", "<launchSecurity> content libvirt does not define"),
+    "kernel-hashes": ("warning", "direct kernel boot not covered by the measurement"),
     "schema": ("error", "libvirt's schema rejects the document"),
 }
 
@@ -405,17 +409,42 @@ def lint_domain(text: str | bytes) -> list[Finding]:
             )
         )
     nvram = os_el.find("nvram") if os_el is not None else None
-    if nvram is not None and (attested or snp):
+    kernel_hashes = ls is not None and ls.get("kernelHashes") == "yes"
+    if nvram is not None and (attested or snp or kernel_hashes):
         out.append(
             _finding(
                 "nvram-attested",
                 path(nvram),
                 "an NVRAM variable store with an "
-                + ("SNP launch" if snp else "attested launch")
+                + ("SNP launch" if snp else "attested launch" if attested else "measured kernel boot")
                 + ": the firmware would read state the measurement does not cover",
                 "remove <nvram> and make the loader stateless (stateless='yes')",
             )
         )
+
+    kernel = os_el.find("kernel") if os_el is not None else None
+    if ls is not None and ls_type in ("sev", "sev-snp"):
+        hashed = ls.get("kernelHashes") == "yes"
+        if kernel is not None and not hashed:
+            out.append(
+                _finding(
+                    "kernel-hashes",
+                    path(kernel),
+                    "direct kernel boot without kernelHashes='yes': the launch measurement covers the "
+                    "firmware only, not the kernel, initrd and command line",
+                    "set <launchSecurity ... kernelHashes='yes'> (the firmware needs the SEV hashes "
+                    "table, e.g. edk2's AmdSev build)",
+                )
+            )
+        elif hashed and kernel is None:
+            out.append(
+                _finding(
+                    "kernel-hashes",
+                    path(ls),
+                    "kernelHashes='yes' but no <kernel>: there is nothing to hash",
+                    "add <kernel> (and <initrd>, <cmdline>) to <os>, or drop kernelHashes",
+                )
+            )
 
     features = root.find("features")
     smm = features.find("smm") if features is not None else None

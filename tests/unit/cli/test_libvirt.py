@@ -91,6 +91,16 @@ def test_attested_launch_from_files(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 @pytest.mark.usefixtures("no_host_sev")
+def test_kernel_options(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--kernel", "/boot/vmlinuz", "--initrd", "/boot/initrd.img", "--cmdline", "console=ttyS0"]
+    code, out, err = run(capsys, *BASE, *argv)
+    assert code == 0, err
+    dom = ET.fromstring(out)
+    assert dom.find("launchSecurity").get("kernelHashes") == "yes"  # type: ignore[union-attr]
+    assert dom.findtext("os/cmdline") == "console=ttyS0"
+
+
+@pytest.mark.usefixtures("no_host_sev")
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -103,6 +103,25 @@ def test_attested_launch_is_stateless_and_carries_the_blobs() -> None:
     assert lint_domain(domain_xml(spec(dh_cert=DH, session=SESSION))) == []
 
 
+@pytest.mark.parametrize("mode", ["sev", "sev-es", "sev-snp"])
+def test_direct_kernel_boot_is_measured_and_stateless(mode: str) -> None:
+    s = spec(
+        launch_security=mode,
+        kernel="/boot/vmlinuz",
+        initrd="/boot/initrd.img",
+        cmdline="console=ttyS0 swiotlb=262144",
+    )
+    dom = parse(s)
+    assert dom.find("launchSecurity").get("kernelHashes") == "yes"  # type: ignore[union-attr]
+    assert dom.findtext("os/kernel") == "/boot/vmlinuz"
+    assert dom.findtext("os/initrd") == "/boot/initrd.img"
+    assert dom.findtext("os/cmdline") == "console=ttyS0 swiotlb=262144"
+    assert dom.find("os/boot") is None and dom.find("os/nvram") is None
+    assert dom.find("os/loader").get("stateless") == "yes"  # type: ignore[union-attr]
+    assert lint_domain(domain_xml(s)) == []
+    assert parse(spec()).find("launchSecurity").get("kernelHashes") is None  # type: ignore[union-attr]
+
+
 def test_memory_pinning_choices() -> None:
     locked = parse(spec(locked_memory=True))
     assert locked.find("memoryBacking/locked") is not None and locked.find("memtune") is None
@@ -154,6 +173,10 @@ def test_note_goes_into_a_comment_and_cannot_break_it() -> None:
         ({"launch_security": "sev-snp", "dh_cert": DH, "session": SESSION}, "SNP"),
         ({"dh_cert": DH}, "both"),
         ({"session": SESSION}, "both"),
+        ({"initrd": "/boot/initrd.img"}, "need --kernel"),
+        ({"cmdline": "quiet"}, "need --kernel"),
+        ({"kernel": "vmlinuz"}, "absolute"),
+        ({"kernel": "/boot/vmlinuz", "cmdline": "a\nb"}, "one line"),
     ],
 )
 def test_bad_options_are_usage_errors(kw: dict[str, object], message: str) -> None:
@@ -186,6 +209,7 @@ def test_bad_blobs_are_format_errors(dh: str, session: str) -> None:
     cbitpos=st.integers(32, 63),
     rpb=st.integers(1, 63),
     sev_extra=st.sampled_from([0, 0x08, 0x10, 0x20, 0x38]),
+    kernel=st.booleans(),
 )
 def test_generated_domains_always_lint_clean(
     *,
@@ -199,6 +223,7 @@ def test_generated_domains_always_lint_clean(
     cbitpos: int,
     rpb: int,
     sev_extra: int,
+    kernel: bool,
 ) -> None:
     attested = attested and mode != "sev-snp"
     policy = None if mode == "sev-snp" else (0x7 if mode == "sev-es" else 0x3) | sev_extra
@@ -214,5 +239,7 @@ def test_generated_domains_always_lint_clean(
         cbitpos=cbitpos,
         reduced_phys_bits=rpb,
         policy=policy,
+        kernel="/boot/vmlinuz" if kernel else None,
+        cmdline="console=ttyS0" if kernel else None,
     )
     assert lint_domain(domain_xml(s)) == []

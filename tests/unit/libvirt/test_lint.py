@@ -131,6 +131,10 @@ def _ls_typo(d: ET.Element) -> None:
     ET.SubElement(find(d, "launchSecurity"), "cbitPos").text = "51"
 
 
+def _unhashed_kernel(d: ET.Element) -> None:
+    find(d, "launchSecurity").attrib.pop("kernelHashes")
+
+
 def _smm_on(d: ET.Element) -> None:
     find(d, "features/smm").set("state", "on")
 
@@ -153,6 +157,7 @@ CASES: dict[str, tuple[dict[str, object], Callable[[ET.Element], None], str]] = 
     "attest-blob": ({"dh_cert": DH, "session": SESSION}, _bad_blob, "/domain/launchSecurity/session"),
     "smm-encrypted-state": ({"launch_security": "sev-es"}, _smm_on, "/domain/features/smm"),
     "launch-security": ({"launch_security": "sev-snp"}, _ls_typo, "/domain/launchSecurity/cbitPos"),
+    "kernel-hashes": ({"kernel": "/boot/vmlinuz"}, _unhashed_kernel, "/domain/os/kernel"),
 }
 
 
@@ -223,6 +228,16 @@ def test_snp_blobs_of_the_right_size_pass() -> None:
     for tag, size in (("idBlock", 96), ("idAuth", 4096), ("hostData", 32), ("guestVisibleWorkarounds", 16)):
         ET.SubElement(ls, tag).text = base64.b64encode(bytes(size)).decode()
     assert lint_domain(text(dom)) == []
+
+
+def test_kernel_hashes_without_kernel_and_nvram_with_measured_boot() -> None:
+    dom = clean()
+    find(dom, "launchSecurity").set("kernelHashes", "yes")
+    found = lint_domain(text(dom))
+    assert [(f.rule, f.path) for f in found] == [
+        ("nvram-attested", "/domain/os/nvram"),
+        ("kernel-hashes", "/domain/launchSecurity"),
+    ]
 
 
 def test_units_of_memory_are_understood() -> None:
