@@ -13,8 +13,9 @@ Rules (id, severity, what it catches)::
     virtio-net-rom       error    a virtio NIC whose option ROM is enabled (no <rom enabled='no'/>)
     memory-not-pinned    error    neither <memoryBacking><locked/> nor a <memtune><hard_limit>
     hard-limit-low       warning  a hard limit below guest RAM + 256 MiB (QEMU may be killed)
-    nvram-attested       error    an NVRAM store with an attested launch (dhCert/session), with SNP,
-                                  or with a measured kernel boot (kernelHashes='yes')
+    nvram-attested       error    an NVRAM store (explicit, or the one libvirt makes for a read-only
+                                  pflash loader that is not stateless) with an attested launch
+                                  (dhCert/session), with SNP, or with a measured kernel boot
     virtio-blk-boot      warning  a virtio-blk disk (older guest kernels cannot boot from it; swiotlb)
     policy-debug         warning  a guest policy that allows debugging (SEV NODBG clear, SNP DEBUG set)
     policy-invalid       error    a policy that is not a number or breaks its format
@@ -419,6 +420,24 @@ def lint_domain(text: str | bytes) -> list[Finding]:
                 + ("SNP launch" if snp else "attested launch" if attested else "measured kernel boot")
                 + ": the firmware would read state the measurement does not cover",
                 "remove <nvram> and make the loader stateless (stateless='yes')",
+            )
+        )
+    elif (
+        nvram is None
+        and (attested or snp or kernel_hashes)
+        and loader is not None
+        and loader.get("type") == "pflash"
+        and loader.get("readonly") == "yes"
+        and loader.get("stateless") != "yes"
+    ):
+        # libvirt gives a read-only pflash loader a per-domain variable store unless it is stateless
+        out.append(
+            _finding(
+                "nvram-attested",
+                path(loader),
+                "a read-only pflash loader that is not stateless: libvirt will create an NVRAM "
+                "variable store for this measured launch, state the measurement does not cover",
+                "add stateless='yes' to <loader>",
             )
         )
 

@@ -230,6 +230,13 @@ def test_snp_blobs_of_the_right_size_pass() -> None:
     assert lint_domain(text(dom)) == []
 
 
+def test_attested_pflash_loader_must_be_stateless() -> None:
+    dom = clean(dh_cert=DH, session=SESSION)
+    find(dom, "os/loader").attrib.pop("stateless")
+    found = lint_domain(text(dom))
+    assert [(f.rule, f.path) for f in found] == [("nvram-attested", "/domain/os/loader")]
+
+
 def test_kernel_hashes_without_kernel_and_nvram_with_measured_boot() -> None:
     dom = clean()
     find(dom, "launchSecurity").set("kernelHashes", "yes")
