@@ -81,7 +81,7 @@ VERBS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     "ghcb": (
         "sevbox.cli.ghcb",
         "the SEV-ES GHCB protocol",
-        (("decode", "explain a GHCB MSR value or a GHCB page dump"),),
+        (("decode", "explain a GHCB MSR value, an NAE event code or a GHCB page dump"),),
     ),
     "image": (
         "sevbox.cli.image",

@@ -134,6 +134,7 @@ def _create(args: argparse.Namespace) -> int:
         args.bundle,
         pid_file=args.pid_file,
         console_socket=args.console_socket,
+        config_path=args.config,
     )
     return 0
 
