@@ -508,7 +508,7 @@ def relay(  # noqa: PLR0917 (the lead's agreed signature)
     stdin_open = stdin_fd is not None
     out_ok = {"stdout": True, "stderr": True}
     size = _winsize(tty_fd) if tty_fd is not None else None
-    if size is not None:
+    if size is not None and size != (0, 0):  # (0, 0): a fresh pty nobody sized; keep consoleSize
         with contextlib.suppress(ContainerError):
             sb.resize(exec_id, *size)
     try:
@@ -530,7 +530,7 @@ def relay(  # noqa: PLR0917 (the lead's agreed signature)
                                 sb.signal(exec_id, signum)
             if tty_fd is not None:
                 new = _winsize(tty_fd)
-                if new is not None and new != size:
+                if new is not None and new not in (size, (0, 0)):
                     size = new
                     with contextlib.suppress(ContainerError):
                         sb.resize(exec_id, *new)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import fcntl
 import os
 import socket
+import struct
 import sys
 import termios
 import tty
@@ -128,6 +130,9 @@ def _run(args: argparse.Namespace) -> int:
         if terminal and args.console_socket:
             master, slave = os.openpty()
             tty.setraw(slave)
+            if bundle.process.console_size:
+                rows, cols = bundle.process.console_size
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             _send_fd(args.console_socket, master)
             os.close(master)
             master = -1
