@@ -52,6 +52,7 @@ __all__ = [
     "SignalProcess",
     "StartContainer",
     "WaitProcess",
+    "data_header",
     "decode_data",
     "decode_event",
     "decode_request",
@@ -65,8 +66,8 @@ MAGIC = b"SB"
 VERSION = 1
 HEADER = struct.Struct(">2sBBII")
 MAX_PAYLOAD = 1 << 20  # one frame's payload; a container spec is far smaller
-MAX_DATA = 64 * 1024  # stream data per frame (so control frames interleave promptly)
 MAX_ID = 64  # exec ids
+MAX_DATA = 512 * 1024  # stream data per frame: big for throughput, bounded so control frames interleave
 MAX_STR = 4096  # any single string field
 MAX_LIST = 1024  # any list field
 _U32 = 0xFFFFFFFF
@@ -153,6 +154,17 @@ def encode_data(kind: int, exec_id: str, data: bytes) -> bytes:
         raise ProtocolError(f"frame kind {kind} carries no stream data")
     eid = _check_exec_id(exec_id, "exec_id").encode()
     return frame(kind, 0, bytes([len(eid)]) + eid + data)
+
+
+def data_header(kind: int, exec_id: str, size: int) -> bytes:
+    """The bytes that precede ``size`` bytes of stream data in a data frame (for writev: the data
+    itself need not be copied into the frame)."""
+    if kind not in Kind.DATA:
+        raise ProtocolError(f"frame kind {kind} carries no stream data")
+    if not 0 <= size <= MAX_DATA:
+        raise ProtocolError(f"stream data of {size} bytes exceeds {MAX_DATA}")
+    eid = _check_exec_id(exec_id, "exec_id").encode()
+    return HEADER.pack(MAGIC, VERSION, kind, 0, 1 + len(eid) + size) + bytes([len(eid)]) + eid
 
 
 def decode_data(payload: bytes) -> tuple[str, bytes]:

@@ -250,3 +250,12 @@ def test_decoder_never_crashes_on_garbage(blob: bytes) -> None:
             break
         except P.ProtocolError:
             blob = b""
+
+
+def test_data_header_plus_data_is_the_data_frame() -> None:
+    data = bytes(range(200)) * 5
+    assert P.data_header(P.Kind.STDERR, "e-1", len(data)) + data == P.encode_data(P.Kind.STDERR, "e-1", data)
+    with pytest.raises(P.ProtocolError, match="exceeds"):
+        P.data_header(P.Kind.STDOUT, "", P.MAX_DATA + 1)
+    with pytest.raises(P.ProtocolError, match="no stream data"):
+        P.data_header(P.Kind.REQUEST, "", 1)
