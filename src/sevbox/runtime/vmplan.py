@@ -21,7 +21,15 @@ from sevbox.config import Config
 from sevbox.errors import HostError
 from sevbox.launch import HostAbilities, LaunchPlan, choose
 
-__all__ = ["SEV_CPU_MODEL", "SecureVm", "plan_launch", "sandbox_args", "secure_vm"]
+__all__ = [
+    "SEV_CPU_MODEL",
+    "SecureVm",
+    "find_ovmf",
+    "plan_launch",
+    "sandbox_args",
+    "secure_cmdline",
+    "secure_vm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,13 @@ def secure_vm(plan: LaunchPlan, config: Config, *, firmware: Path, has_hashes_ta
     )  # fmt: skip
 
 
+def secure_cmdline(vm: SecureVm) -> str:
+    """The kernel command line of an encrypted launch (measured with kernel-hashes=on)."""
+    from sevbox.qemu.argv import VmSpec, kernel_cmdline
+
+    return kernel_cmdline(VmSpec(kernel=Path("bzImage"), machine="q35", accel="kvm"), extra=vm.cmdline_extra)
+
+
 def sandbox_args(plan: LaunchPlan, config: Config) -> dict[str, Any]:
     """Keyword arguments for ``Sandbox.launch`` that realise ``plan``."""
     args: dict[str, Any] = {"memory_mib": config.memory_mib, "vcpus": config.vcpus}
@@ -129,11 +144,7 @@ def sandbox_args(plan: LaunchPlan, config: Config) -> dict[str, Any]:
     firmware = find_ovmf(config)
     ovmf = parse_ovmf(firmware.read_bytes())
     vm = secure_vm(plan, config, firmware=firmware, has_hashes_table=ovmf.has_sev_hashes_table)
-    from sevbox.qemu.argv import VmSpec, kernel_cmdline
-
-    cmdline = kernel_cmdline(
-        VmSpec(kernel=Path("bzImage"), machine="q35", accel="kvm"), extra=vm.cmdline_extra
-    )
+    cmdline = secure_cmdline(vm)
     overrides: dict[str, Any] = {
         "objects": vm.objects,
         "machine_options": vm.machine_options,
