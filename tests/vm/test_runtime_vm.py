@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.runtime.conftest import become_subreaper
+from tests.unit.runtime.conftest import become_subreaper, wait_pid
 from tests.vm.conftest import wait_no_qemu
 
 pytestmark = pytest.mark.vm
@@ -27,20 +27,10 @@ def sevbox(root: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[byt
     )
 
 
-def wait_pid(pid: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got == pid:
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"pid {pid} did not exit")
-
-
 def test_container_life_in_a_real_vm(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     become_subreaper()
     root = tmp_path / "state"
-    bundle = make_bundle(["sh", "-c", "echo started; read line; echo \"got $line\"; sleep 1000"])
+    bundle = make_bundle(["sh", "-c", 'echo started; read line; echo "got $line"; sleep 1000'])
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()
     r = sevbox(root, "create", "--bundle", str(bundle), "--pid-file", str(bundle / "init.pid"), "vm1",
@@ -69,7 +59,7 @@ def test_container_life_in_a_real_vm(make_bundle: Callable[..., Path], tmp_path:
         r = sevbox(root, "exec", "--detach", "--pid-file", str(bundle / "e.pid"), "vm1", "sh", "-c", "exit 9",
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
         assert r.returncode == 0, r.stderr
-        status = wait_pid(int((bundle / "e.pid").read_bytes()))
+        status = wait_pid(int((bundle / "e.pid").read_bytes()), 60)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 9
         pids = json.loads(sevbox(root, "ps", "--format", "json", "vm1").stdout)
         assert isinstance(pids, list) and pids

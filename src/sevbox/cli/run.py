@@ -7,11 +7,9 @@ Prints nothing of its own on stdout; errors go to stderr as ``sevbox: <message>`
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import fcntl
 import os
-import socket
 import struct
 import sys
 import termios
@@ -74,15 +72,6 @@ def _validate_id(container_id: str) -> None:
     validate_id(container_id)
 
 
-def _send_fd(path: str, fd: int) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-        except OSError as err:
-            raise ContainerError(f"--console-socket {path}: {err.strerror}") from None
-        s.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())])
-
-
 @contextlib.contextmanager
 def _raw(fd: int) -> Iterator[None]:
     """Put a terminal in raw mode (the guest's pty does the line discipline) and restore it."""
@@ -133,7 +122,9 @@ def _run(args: argparse.Namespace) -> int:
             if bundle.process.console_size:
                 rows, cols = bundle.process.console_size
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            _send_fd(args.console_socket, master)
+            from sevbox.runtime.container import send_console
+
+            send_console(args.console_socket, master)
             os.close(master)
             master = -1
         name = args.container_id

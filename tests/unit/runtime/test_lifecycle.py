@@ -14,18 +14,7 @@ from pathlib import Path
 from subprocess import DEVNULL
 
 import pytest
-from tests.unit.runtime.conftest import Runtime
-
-
-def wait_pid(pid: int, timeout: float = 20.0) -> int:
-    """waitpid with a deadline: the raw wait status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got == pid:
-            return status
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} did not exit")
+from tests.unit.runtime.conftest import Runtime, wait_pid
 
 
 def read_pid(path: Path) -> int:
