@@ -230,6 +230,17 @@ def test_terminal_size_and_resize(booted: tuple[Sandbox, Collector, Path]) -> No
     assert "\n40 100\n" in text and "isatty" in text
 
 
+def test_orphans_are_reaped(booted: tuple[Sandbox, Collector, Path]) -> None:
+    _, col, _ = booted
+    # The inner sh exits at once; its sleep becomes an orphan of PID 1 (the agent), which must reap it.
+    status, out, _ = col.run(
+        "orphans", ["sh", "-c", "sh -c 'sleep 0.2 &'; sleep 1.5; cat /proc/[0-9]*/stat 2>/dev/null"]
+    )
+    assert status == 0
+    states = [line.rpartition(")")[2].split()[0] for line in out.decode().splitlines() if ")" in line]
+    assert states and "Z" not in states
+
+
 def test_ps_lists_container_processes(booted: tuple[Sandbox, Collector, Path]) -> None:
     sb, _, _ = booted
     pids = sb.ps()
