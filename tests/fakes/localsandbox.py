@@ -176,10 +176,49 @@ class LocalSandbox:
         return bytes(b ^ 0xFF for b in self._canary).hex()
 
     def qmp(self, command: str, arguments: dict[str, Any] | None) -> Any:
-        raise SevboxError(f"qmp {command}: the fake local sandbox has no QEMU")
+        table = os.environ.get(FAKE_QMP_ENV)
+        if not table:
+            raise SevboxError(f"qmp {command}: the fake local sandbox has no QEMU")
+        return FakeQmpTable(Path(table)).answer(command, arguments)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         for p in self._procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout)
+
+
+FAKE_QMP_ENV = "SEVBOX_TEST_FAKE_QMP"
+
+
+class FakeQmpTable:
+    """FAKE QMP answers for the fake sandbox, when a test asks (env SEVBOX_TEST_FAKE_QMP names a JSON
+    file ``{"replies": {command: return value}, "errors": {command: GenericError desc}}``).
+
+    Like :class:`tests.fakes.fakeqmp.FakeQmpServer`, but at the Sandbox.qmp boundary (the monitor is
+    another process): an error comes out as QEMU's does through ``Machine.command`` (a VmError naming
+    the command and QEMU's description). Every command is appended to ``<file>.log`` (one JSON object
+    a line) so the test can see what was run; ``cont`` makes ``query-status`` report running.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def answer(self, command: str, arguments: dict[str, Any] | None) -> Any:
+        import json
+
+        from sevbox.errors import VmError
+
+        table = json.loads(self.path.read_text())
+        with open(f"{self.path}.log", "a") as log:
+            log.write(json.dumps({"execute": command, "arguments": arguments}) + "\n")
+        errors, replies = table.get("errors", {}), table.get("replies", {})
+        if command in errors:
+            raise VmError(f"QMP {command} failed: {errors[command]}")
+        if command == "cont":
+            replies["query-status"] = {"running": True, "singlestep": False, "status": "running"}
+            self.path.write_text(json.dumps({**table, "replies": replies}))
+            return {}
+        if command not in replies:
+            raise VmError(f"QMP {command} failed: The command {command} has not been found")
+        return replies[command]
