@@ -198,3 +198,25 @@ def test_lz4_image_is_legacy_frame(tmp_path: Path) -> None:
     # lz4's CLI stops at the page padding with an error; the kernel skips the zeros. The archive is whole:
     raw = subprocess.run(["lz4", "-d", "-c"], input=blob, capture_output=True, check=False).stdout
     assert raw[:6] == b"070701" and b"TRAILER!!!" in raw[-200:]
+
+
+def test_cache_memo_skips_rehashing_until_an_input_changes(tmp_path: Path) -> None:
+    import json as _json
+
+    first = im.build_image(compression="none", cache_dir=tmp_path)
+    memo_path = tmp_path / "last-none.json"
+    memo = _json.loads(memo_path.read_text())
+    assert memo["key"] == first.key and str(im.PYTHON) in memo["inputs"]
+    assert im._memo_lookup(tmp_path, "none") == first
+    # Pretend a watched input changes: the memo no longer answers, the full path does.
+    watched = tmp_path / "input.txt"
+    watched.write_text("a")
+    memo["inputs"].append(str(watched))
+    memo["fingerprint"] = im._fingerprint(memo["inputs"])
+    memo_path.write_text(_json.dumps(memo))
+    assert im._memo_lookup(tmp_path, "none") == first
+    os.utime(watched, ns=(1, 1))
+    assert im._memo_lookup(tmp_path, "none") is None
+    again = im.build_image(compression="none", cache_dir=tmp_path)
+    assert again.key == first.key
+    assert im._memo_lookup(tmp_path, "none") == first  # re-memoised by the full path
