@@ -29,6 +29,7 @@ __all__ = [
     "MAGIC",
     "MAX_DATA",
     "MAX_PAYLOAD",
+    "SECRETS_ANNOTATION",
     "VERSION",
     "CloseStdin",
     "ContainerSpec",
@@ -60,6 +61,7 @@ __all__ = [
     "encode_data",
     "encode_message",
     "frame",
+    "parse_secrets",
 ]
 
 MAGIC = b"SB"
@@ -444,7 +446,7 @@ class ContainerSpec:
 
     __slots__ = (
         "hostname", "masked_paths", "mounts", "process", "readonly", "readonly_paths", "rootfs_tag",
-        "sysctl",
+        "secrets", "sysctl",
     )  # fmt: skip
 
     def __init__(
@@ -458,6 +460,7 @@ class ContainerSpec:
         masked_paths: tuple[str, ...] = (),
         readonly_paths: tuple[str, ...] = (),
         sysctl: dict[str, str] | None = None,
+        secrets: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.process = process
         self.rootfs_tag = rootfs_tag
@@ -467,9 +470,10 @@ class ContainerSpec:
         self.masked_paths = masked_paths
         self.readonly_paths = readonly_paths
         self.sysctl = sysctl or {}
+        self.secrets = secrets  # launch secrets: (name, GUID) pairs, see parse_secrets
 
     def to_obj(self) -> dict[str, object]:
-        return {
+        obj = {
             "process": self.process.to_obj(),
             "rootfs_tag": self.rootfs_tag,
             "hostname": self.hostname,
@@ -479,6 +483,9 @@ class ContainerSpec:
             "readonly_paths": list(self.readonly_paths),
             "sysctl": dict(self.sysctl),
         }
+        if self.secrets:  # absent when empty: older agents see nothing new
+            obj["secrets"] = [[name, guid] for name, guid in self.secrets]
+        return obj
 
     @classmethod
     def from_obj(cls, v: object, where: str = "container") -> ContainerSpec:
@@ -511,7 +518,55 @@ class ContainerSpec:
                 for i, p in enumerate(_list(d.get("readonly_paths", []), f"{where}.readonly_paths"))
             ),
             sysctl=sysctl,
+            secrets=_secrets(d.get("secrets", []), f"{where}.secrets"),
         )
+
+
+# --- launch secrets (attest owner: the sevbox.secrets annotation) -----------------------------
+# The guest owner injects secrets into an SEV guest's firmware area (sevbox attest inject); Linux
+# shows each at /sys/kernel/security/secrets/coco/<GUID> (efi_secret). The bundle annotation
+# ``sevbox.secrets = "name=GUID[,name=GUID]"`` asks the agent to copy them to /run/secrets/<name>.
+
+SECRETS_ANNOTATION = "sevbox.secrets"
+_HEX = "0123456789abcdef"
+
+
+def _secret_name(v: object, where: str) -> str:
+    name = _str(v, where, limit=64)
+    bad = [c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))]
+    if not name or name in (".", "..") or bad:
+        raise ProtocolError(f"{where}: bad secret name {name!r} (letters, digits, '.', '_', '-')")
+    return name
+
+
+def _guid(v: object, where: str) -> str:
+    guid = _str(v, where, limit=36).lower()
+    parts = guid.split("-")
+    if [len(x) for x in parts] != [8, 4, 4, 4, 12] or any(c not in _HEX for x in parts for c in x):
+        raise ProtocolError(f"{where}: {guid!r} is not a GUID (8-4-4-4-12 hex digits)")
+    return guid
+
+
+def _secrets(v: object, where: str) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(_list(v, where)):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ProtocolError(f"{where}[{i}]: expected [name, GUID]")
+        out.append((_secret_name(pair[0], f"{where}[{i}]"), _guid(pair[1], f"{where}[{i}]")))
+    if len({name for name, _ in out}) != len(out):
+        raise ProtocolError(f"{where}: a secret name appears twice")
+    return tuple(out)
+
+
+def parse_secrets(text: str) -> tuple[tuple[str, str], ...]:
+    """``"name=GUID[,name=GUID]"`` -> ((name, guid), ...). Raises ProtocolError naming the problem."""
+    pairs: list[list[str]] = []
+    for item in text.split(","):
+        name, eq, guid = item.strip().partition("=")
+        if not eq:
+            raise ProtocolError(f"{SECRETS_ANNOTATION}: {item.strip()!r} is not name=GUID")
+        pairs.append([name.strip(), guid.strip()])
+    return _secrets(pairs, SECRETS_ANNOTATION)
 
 
 # --- messages --------------------------------------------------------------------------------

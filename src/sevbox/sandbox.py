@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from sevbox import protocol as P
-from sevbox.errors import AgentError, ContainerError, SevboxError, VmError
+from sevbox.errors import AgentError, BundleError, ContainerError, SevboxError, VmError
 from sevbox.qemu.argv import DeviceFlags, Share, VmSpec, kernel_cmdline
 from sevbox.qemu.machine import Machine
 from sevbox.runtime.bundle import Bundle, Process
@@ -117,7 +117,19 @@ def container_spec(b: Bundle, tag: str = "rootfs") -> P.ContainerSpec:
         masked_paths=b.masked_paths,
         readonly_paths=b.readonly_paths,
         sysctl=dict(b.sysctl),
+        secrets=_launch_secrets(b),
     )
+
+
+def _launch_secrets(b: Bundle) -> tuple[tuple[str, str], ...]:
+    """The bundle's ``sevbox.secrets`` annotation (launch secrets the agent copies to /run/secrets)."""
+    text = b.annotations.get(P.SECRETS_ANNOTATION)
+    if text is None:
+        return ()
+    try:
+        return P.parse_secrets(text)
+    except P.ProtocolError as err:
+        raise BundleError(f"annotation {err}") from None
 
 
 @dataclass

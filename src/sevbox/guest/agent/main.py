@@ -740,6 +740,8 @@ _DEVICES = (
 
 
 def setup_container(spec: P.ContainerSpec, root: str) -> None:
+    # launch secrets are read before anything is mounted: a missing one leaves nothing behind
+    secrets = read_secrets(spec.secrets, find_secret_area()) if spec.secrets else []
     os.makedirs(root, exist_ok=True)
     mount(
         spec.rootfs_tag,
@@ -795,8 +797,89 @@ def setup_container(spec: P.ContainerSpec, root: str) -> None:
     if spec.hostname:
         host = spec.hostname.encode()
         _check(_libc.sethostname(host, len(host)), "sethostname")
+    if secrets:  # launch secrets (see the section below)
+        place_secrets(secrets, root, uid=spec.process.uid, gid=spec.process.gid, mount_fn=mount)
     if spec.readonly:
         mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+# --- launch secrets (attest owner; separate from the rest of the agent) ----------------------
+# An SEV guest owner injects secrets into the firmware's secret area before the guest runs
+# (sevbox attest inject); Linux shows each one at securityfs secrets/coco/<GUID> through the
+# efi_secret module. The bundle annotation sevbox.secrets = "name=GUID[,...]" asks for each to be
+# copied to /run/secrets/<name> (mode 0400, owned by the process's user) on a tmpfs: guest memory,
+# encrypted under SEV, never the 9p share (that is the host's disk).
+
+SECURITYFS = "/sys/kernel/security"
+SECRET_AREA = SECURITYFS + "/secrets/coco"
+MAX_SECRET = 1 << 20
+SECRETS_STAGE = "/run/sevbox-secrets"  # the agent's own tmpfs (guest memory), outside the container
+
+
+def find_secret_area() -> str:
+    """The securityfs directory of injected secrets (mounting securityfs if needed), or "" if none."""
+    if not os.path.isdir(SECRET_AREA):
+        try:
+            mount("securityfs", SECURITYFS, "securityfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as err:
+            log(f"securityfs: {err}")
+    return SECRET_AREA if os.path.isdir(SECRET_AREA) else ""
+
+
+def read_secrets(secrets: tuple[tuple[str, str], ...], area: str) -> list[tuple[str, bytes]]:
+    """Read each (name, GUID) secret from ``area`` (securityfs secrets/coco, or "" when absent).
+    Errors are OSErrors whose strerror is the message the host shows."""
+    if not area:
+        raise OSError(
+            errno.ENOENT,
+            f"no launch secret area: {SECRET_AREA} does not exist in the guest (the kernel shows "
+            "secrets injected into an SEV guest there through the efi_secret module; it is not "
+            "loaded, or the VM was not launched with SEV and a secret)",
+        )
+    found: list[tuple[str, bytes]] = []
+    for name, guid in secrets:
+        try:
+            fd = os.open(f"{area}/{guid}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, f"launch secret {name!r} ({guid}) is missing from {area}") from None
+        try:
+            data = os.read(fd, MAX_SECRET + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_SECRET:
+            raise OSError(errno.EFBIG, f"launch secret {name!r} ({guid}) is larger than {MAX_SECRET} bytes")
+        found.append((name, data))
+    return found
+
+
+def place_secrets(found: list[tuple[str, bytes]], root: str, *, uid: int, gid: int,
+                  stage: str = SECRETS_STAGE, mount_fn: object = None) -> str:  # fmt: skip
+    """Make <root>/run/secrets/<name> (mode 0400, owned by uid:gid) for each secret; return the path.
+
+    The files are written into ``stage`` (a tmpfs of the agent's own, mounted with ``mount_fn``),
+    never through the container's rootfs (its 9p share is the host's disk, and the host may swap
+    symlinks in it); then that tmpfs is bind-mounted onto /run/secrets."""
+    os.makedirs(stage, mode=0o700, exist_ok=True)
+    if callable(mount_fn):
+        mount_fn("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=2m")
+    dfd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name, data in found:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o400, dir_fd=dfd)
+            try:
+                os.write(fd, data)
+                os.fchmod(fd, 0o400)
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dfd)
+    target = _inside(root, "/run/secrets")
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    if callable(mount_fn):
+        mount_fn(stage, target, None, MS_BIND)
+    return target
 
 
 _FLAGS = {
