@@ -430,6 +430,13 @@ class Sandbox:
             raise self.machine.error(f"the VM is gone: {self._dead}", AgentError)
         return out
 
+    def requeue(self, events: list[Event]) -> None:
+        """Put events back in front of the queue (for a consumer that took more than it handles)."""
+        if events:
+            with self._lock:
+                self._events.extendleft(reversed(events))
+            self._wake()
+
     # -- the end --
     def shutdown(self, timeout: float = 5.0) -> None:
         """Ask the agent to power off; after ``timeout`` QMP quit, then SIGKILL. Then close()."""
@@ -509,7 +516,8 @@ def relay(  # noqa: PLR0917 (the lead's agreed signature)
     """Pump stdio both ways until the process ``exec_id`` exits; return its status as runc reports
     it. EOF on ``stdin_fd`` closes the process's stdin. With ``tty_fd`` (a terminal), its window
     size is passed on when it changes. In the main thread, SIGINT/TERM/HUP/QUIT/USR1/USR2 sent to us
-    are forwarded to the process."""
+    are forwarded to the process. Events of other processes seen meanwhile are put back in the
+    sandbox's queue (``requeue``) when relay returns."""
     sig_r = sig_w = -1
     old: dict[int, Any] = {}
     if forward_signals and threading.current_thread() is threading.main_thread():
@@ -519,6 +527,7 @@ def relay(  # noqa: PLR0917 (the lead's agreed signature)
             old[s] = signal.signal(s, lambda *_: None)
     stdin_open = stdin_fd is not None
     out_ok = {"stdout": True, "stderr": True}
+    others: list[Event] = []
     size = _winsize(tty_fd) if tty_fd is not None else None
     if size is not None and size != (0, 0):  # (0, 0): a fresh pty nobody sized; keep consoleSize
         with contextlib.suppress(ContainerError):
@@ -560,14 +569,19 @@ def relay(  # noqa: PLR0917 (the lead's agreed signature)
                 elif data:
                     sb.write_stdin(exec_id, data)
             if sb.fileno() in ready:
-                for ev in sb.events():
+                batch = sb.events()
+                for i, ev in enumerate(batch):
                     if isinstance(ev, Output) and ev.exec_id == exec_id:
                         fd = stdout_fd if ev.stream == "stdout" else stderr_fd
                         if out_ok[ev.stream]:
                             out_ok[ev.stream] = _write_all(fd, ev.data)
                     elif isinstance(ev, Exited) and ev.exec_id == exec_id:
+                        others += batch[i + 1 :]
                         return ev.status
+                    else:
+                        others.append(ev)
     finally:
+        sb.requeue(others)
         if sig_r >= 0:
             for signum_, handler in old.items():
                 signal.signal(signum_, handler)

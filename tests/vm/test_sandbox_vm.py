@@ -18,7 +18,7 @@ from tests.vm.conftest import wait_no_qemu
 
 from sevbox import protocol as P
 from sevbox.runtime.bundle import Process, Rlimit, load_bundle
-from sevbox.sandbox import Exited, Output, ProcessStartError, Sandbox
+from sevbox.sandbox import Exited, Output, ProcessStartError, Sandbox, relay
 
 pytestmark = pytest.mark.vm
 
@@ -228,6 +228,26 @@ def test_terminal_size_and_resize(booted: tuple[Sandbox, Collector, Path]) -> No
     text = out.decode().replace("\r", "")
     assert text.startswith("10 33") and "go\n" in text  # the terminal echoes what is typed
     assert "\n40 100\n" in text and "isatty" in text
+
+
+def test_relay_keeps_other_processes_events(booted: tuple[Sandbox, Collector, Path]) -> None:
+    sb, col, _ = booted
+    env = ("PATH=/bin",)
+    sb.exec_process("bg", Process(args=("sh", "-c", "echo bg-out; sleep 0.3; echo bg-done"), env=env))
+    sb.exec_process("fg", Process(args=("sh", "-c", "sleep 1; cat; echo fg-done >&2"), env=env))
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.write(in_w, b"typed\n")
+    os.close(in_w)
+    try:
+        status = relay(sb, "fg", in_r, out_w, err_w, forward_signals=False)
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    with os.fdopen(out_r, "rb") as o, os.fdopen(err_r, "rb") as e:
+        assert (status, o.read(), e.read()) == (0, b"typed\n", b"fg-done\n")
+    assert col.wait("bg") == (0, b"bg-out\nbg-done\n", b"")  # seen by relay, handed back
 
 
 def test_orphans_are_reaped(booted: tuple[Sandbox, Collector, Path]) -> None:
