@@ -107,6 +107,17 @@ def early_mounts() -> None:
         except OSError as err:
             if err.errno != errno.EBUSY:
                 raise
+    # The initramfs has no /dev/console node, so the kernel started us with fds 0-2 closed: give
+    # them the console (the agent's fatal messages reach the serial log; and no later open can
+    # land on 0-2, where a child's stdio is dup2'ed).
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            c = os.open("/dev/console", os.O_RDWR | os.O_NOCTTY)
+            if c != fd:
+                os.dup2(c, fd)
+                os.close(c)
     os.makedirs("/dev/pts", exist_ok=True)
     mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
     mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
