@@ -43,6 +43,10 @@ bundle's sevbox.launch-security annotation (auto asks this host). The other valu
 sevbox config (--config) and the bundle's annotations. The kernel, initrd and command line are only
 measured with an OVMF built with a kernel hashes table (OvmfPkg/AmdSev); Debian's OVMF has none and
 is refused: give an AmdSev build with --ovmf.
+
+SEV-ES and SNP VMSAs are built for the runtime's fixed vCPU model (EPYC-v4) as current host kernels
+set them (MXCSR and x87 FCW initialised; SNP SEV_FEATURES 0x1). To check an SEV-ES measurement with
+'sevbox attest validate', give it --cpu-family 23 --cpu-model 1 --cpu-stepping 2 --vmsa-fpu current.
 """
 
 
@@ -84,7 +88,7 @@ def _expected(args: argparse.Namespace) -> int:
     from sevbox.config import load_config
     from sevbox.guest.image import build_image
     from sevbox.runtime.bundle import load_bundle
-    from sevbox.runtime.expected import compute, launch_inputs, no_hashes_table
+    from sevbox.runtime.expected import SNP_GUEST_FEATURES, VMSA_FPU, compute, launch_inputs, no_hashes_table
     from sevbox.runtime.vmplan import find_ovmf
     from sevbox.sev.ovmf import parse_ovmf
 
@@ -130,6 +134,8 @@ def _expected(args: argparse.Namespace) -> int:
             "vcpu_type": inputs.cpu,
             "policy": inputs.policy,
             "kernel_hashes": inputs.kernel_hashes,
+            "vmsa_fpu": VMSA_FPU.value if inputs.mode != "sev" else None,
+            "guest_features": SNP_GUEST_FEATURES if inputs.mode == "sev-snp" else None,
         }
         print(json.dumps(out, indent=2))
         return 0

@@ -256,29 +256,39 @@ def test_measurement_error_from_qemu_is_one_line(rt: Rt) -> None:
     assert "query-sev-launch-measure" in r.stderr and "SEV launch measurement is not available" in r.stderr
 
 
-def test_measurement_validates_end_to_end(rt: Rt, firmware: dict[str, Path]) -> None:
+# the SEV-ES recipe the `attest expected` help gives for `attest validate`
+EXTRA = {
+    "sev": [],
+    "sev-es": ["--num-cpus", "1", "--cpu-family", "23", "--cpu-model", "1", "--cpu-stepping", "2",
+               "--vmsa-fpu", "current"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("mode", "policy"), [("sev", 0x1), ("sev-es", 0x5)])
+def test_measurement_validates_end_to_end(rt: Rt, firmware: dict[str, Path], mode: str, policy: int) -> None:
     """expected digest -> (FAKE) QEMU reports the measurement of it -> measurement -> validate says OK."""
     b = _bundle(rt.tmp, "e")
     exp_run = rt.run(
-        "attest", "expected", "--bundle", str(b), "--mode", "sev", "--ovmf", str(firmware["amdsev"]), "--json"
+        "attest", "expected", "--bundle", str(b), "--mode", mode, "--ovmf", str(firmware["amdsev"]), "--json"
     )
     assert exp_run.returncode == 0, exp_run.stderr
     exp = json.loads(exp_run.stdout)
-    info = M.SevLaunchInfo(api_major=1, api_minor=55, build_id=21, policy=0x1)
+    assert exp["policy"] == policy
+    info = M.SevLaunchInfo(api_major=1, api_minor=55, build_id=21, policy=policy)
     mnonce = bytes(range(16))
     blob = M.launch_measurement(tik=TIK, info=info, digest=bytes.fromhex(exp["measurement"]), mnonce=mnonce)
     blob += mnonce  # QEMU reports MEASURE || MNONCE
-    table = _sev_guest()
+    table = _sev_guest(policy)
     table["replies"]["query-sev-launch-measure"] = {"data": base64.b64encode(blob).decode()}
     rt.answers(table)
     r = rt.run("attest", "measurement", "c1", "--json")
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
-    assert (got["api_major"], got["api_minor"], got["build_id"], got["policy"]) == (1, 55, 21, 1)
+    assert (got["api_major"], got["api_minor"], got["build_id"], got["policy"]) == (1, 55, 21, policy)
     assert got["state"] == "launch-secret" and base64.b64decode(got["measurement"]) == blob
     tk = rt.tmp / "tk.bin"
     tk.write_bytes(bytes(16) + TIK)
-    common = [*got["validate_args"], "--firmware", exp["firmware"], "--kernel", exp["kernel"],
+    common = [*got["validate_args"], *EXTRA[mode], "--firmware", exp["firmware"], "--kernel", exp["kernel"],
               "--initrd", exp["initrd"], "--cmdline", exp["cmdline"], "--tk", str(tk)]  # fmt: skip
     ok = rt.run("attest", "validate", *common)
     assert ok.returncode == 0, ok.stderr
