@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sevbox.errors import SevboxError
+from sevbox.sandbox import ProcessStartError
 
 
 @dataclass
@@ -72,10 +73,8 @@ class LocalSandbox:
                 args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,
             )  # fmt: skip
-        except OSError:
-            self._push(Output(exec_id, "stderr", f"exec {args[0]}: not found\n".encode()))
-            self._push(Exited(exec_id, 127))
-            return
+        except OSError as err:  # as the real Sandbox: the process can't start, with runc's status
+            raise ProcessStartError(f"exec {args[0]}: {err.strerror}", 127) from None
         self._procs[exec_id] = p
         threads = [
             threading.Thread(target=self._pump, args=(exec_id, "stdout", p.stdout), daemon=True),

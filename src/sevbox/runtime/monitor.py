@@ -308,7 +308,15 @@ class Monitor:
         elif op == "start":
             if self.status != "created":
                 raise SevboxError(f"cannot start a container that is {self.status}")
-            self.sb.start_container()
+            try:
+                self.sb.start_container()
+            except SevboxError as err:
+                status = getattr(err, "status", None)  # ProcessStartError: 127 not found, 126 not executable
+                if isinstance(status, int):
+                    # the process can't run: the container is over, with runc's status for it
+                    self._write(self.init, self.init.stderr or self.init.tty, f"sevbox: {err}\n".encode())
+                    self.exit_status = status
+                raise
             self.status = "running"
             self._publish()
             self._start_stdin(self.init)

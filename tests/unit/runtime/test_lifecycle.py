@@ -208,3 +208,18 @@ def test_hooks_run_with_state_and_failing_hook_fails_create(rt: Runtime) -> None
     r = rt.run("create", "--bundle", str(b), "c9", stdin=DEVNULL)
     assert r.returncode == 1 and b"createRuntime hook /bin/sh failed with exit status 4: nope" in r.stderr
     assert not (rt.root / "c9").exists()
+
+
+def test_start_of_a_missing_executable_stops_with_127(rt: Runtime) -> None:
+    b = rt.bundle("bm", ["/no/such/program"])
+    err_r, err_w = os.pipe()
+    rt.run("create", "--bundle", str(b), "--pid-file", str(b / "p"), "m1", check=True, stdin=DEVNULL,
+           stdout=DEVNULL, stderr=err_w)  # fmt: skip
+    os.close(err_w)
+    r = rt.run("start", "m1")
+    assert r.returncode == 1 and b"/no/such/program" in r.stderr
+    status = wait_pid(read_pid(b / "p"))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 127
+    assert b"/no/such/program" in os.read(err_r, 1000)
+    os.close(err_r)
+    assert rt.state("m1")["status"] == "stopped"
