@@ -192,7 +192,7 @@ class Container:
         here, before anything is started (see ``sevbox.launch``)."""
         from sevbox.config import load_config
         from sevbox.runtime.bundle import load_bundle
-        from sevbox.runtime.vmplan import plan_launch, sandbox_args
+        from sevbox.runtime.vmplan import owner_session, plan_launch, sandbox_args
 
         validate_id(container_id)
         bundle_path = Path(bundle_dir).resolve()
@@ -206,7 +206,7 @@ class Container:
             raise ContainerError("--console-socket given but process.terminal is false")
         config = load_config(config_path).with_annotations(bundle.annotations)
         plan = plan_launch(config)
-        launch_args = sandbox_args(plan, config)
+        launch_args = sandbox_args(plan, config, owner_session(bundle.annotations, bundle_path))
         launch_args["readonly_rootfs"] = bundle.readonly
         state_dir = store.create(container_id)
         c = cls(store, container_id)

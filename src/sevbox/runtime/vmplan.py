@@ -13,12 +13,13 @@ compute the SEV-ES/SNP VMSAs without asking the host), and a sized swiotlb.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sevbox.config import Config
-from sevbox.errors import HostError
+from sevbox.errors import BundleError, HostError
 from sevbox.launch import HostAbilities, LaunchPlan, choose
 
 __all__ = [
@@ -132,8 +133,32 @@ def secure_cmdline(vm: SecureVm) -> str:
     return kernel_cmdline(VmSpec(kernel=Path("bzImage"), machine="q35", accel="kvm"), extra=vm.cmdline_extra)
 
 
-def sandbox_args(plan: LaunchPlan, config: Config) -> dict[str, Any]:
-    """Keyword arguments for ``Sandbox.launch`` that realise ``plan``."""
+DH_CERT_ANNOTATION = "sevbox.sev.dh-cert-file"
+SESSION_ANNOTATION = "sevbox.sev.session-file"
+
+
+def owner_session(annotations: Mapping[str, str], bundle_dir: Path) -> tuple[Path, Path] | None:
+    """The guest owner's launch session for SEV/SEV-ES (``sevbox attest session`` writes both files):
+    annotations ``sevbox.sev.dh-cert-file`` and ``sevbox.sev.session-file``, relative to the bundle."""
+    dh, sess = annotations.get(DH_CERT_ANNOTATION), annotations.get(SESSION_ANNOTATION)
+    if dh is None and sess is None:
+        return None
+    if dh is None or sess is None:
+        raise BundleError(f"annotations {DH_CERT_ANNOTATION} and {SESSION_ANNOTATION} go together")
+    paths = (bundle_dir / dh, bundle_dir / sess)
+    for name, p in zip((DH_CERT_ANNOTATION, SESSION_ANNOTATION), paths, strict=True):
+        if not p.is_file():
+            raise BundleError(f"annotation {name}: {p} does not exist")
+    return paths
+
+
+def sandbox_args(
+    plan: LaunchPlan, config: Config, session: tuple[Path, Path] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for ``Sandbox.launch`` that realise ``plan``. ``session``: the owner's GODH
+    certificate and session blob (SEV/SEV-ES only: an SNP launch has no such session)."""
+    if session is not None and plan.mode not in ("sev", "sev-es"):
+        raise BundleError(f"a launch session (dh-cert/session files) needs SEV or SEV-ES, not {plan.mode}")
     args: dict[str, Any] = {"memory_mib": config.memory_mib, "vcpus": config.vcpus}
     if config.accel != "auto":
         args["accel"] = config.accel
@@ -143,7 +168,9 @@ def sandbox_args(plan: LaunchPlan, config: Config) -> dict[str, Any]:
 
     firmware = find_ovmf(config)
     ovmf = parse_ovmf(firmware.read_bytes())
-    vm = secure_vm(plan, config, firmware=firmware, has_hashes_table=ovmf.has_sev_hashes_table)
+    dh_cert, sess = session if session is not None else (None, None)
+    vm = secure_vm(plan, config, firmware=firmware, has_hashes_table=ovmf.has_sev_hashes_table,
+                   dh_cert=dh_cert, session=sess)  # fmt: skip
     cmdline = secure_cmdline(vm)
     overrides: dict[str, Any] = {
         "objects": vm.objects,
