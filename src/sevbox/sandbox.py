@@ -156,6 +156,7 @@ class Sandbox:
         self._ready_msg: P.Ready | None = None
         self._dead: str | None = None
         self._closed = False
+        self.awaiting_launch = False  # launched paused (-S), waiting for finish_launch()
         self.rejected: list[str] = []  # Rejected events from the agent (our protocol bugs)
         self._reader = threading.Thread(target=self._read_loop, name=f"sevbox-{machine.name}", daemon=True)
         self._reader.start()
@@ -177,6 +178,7 @@ class Sandbox:
         secure_devices: bool = False,
         timeout: float = READY_TIMEOUT,
         spec_overrides: dict[str, object] | None = None,
+        paused: bool = False,
     ) -> Sandbox:
         """Boot a VM sharing ``rootfs`` over 9p and return once its agent answered.
 
@@ -211,7 +213,7 @@ class Sandbox:
             ),
             device_flags=DeviceFlags.secure() if secure_devices else DeviceFlags(),
         )
-        spec = replace(spec, cmdline=kernel_cmdline(spec, tsc_khz=host_tsc_khz()))
+        spec = replace(spec, cmdline=kernel_cmdline(spec, tsc_khz=host_tsc_khz()), paused=paused)
         if spec_overrides:
             spec = replace(spec, **spec_overrides)  # type: ignore[arg-type]
         m = Machine(spec, name=name, log_dir=log_dir)
@@ -220,6 +222,10 @@ class Sandbox:
             chan = m.launch()
             t_launched = time.monotonic()
             sb = cls(m, chan, accel)
+            if paused:  # the owner measures (and injects) first; finish_launch() lets it run
+                sb.awaiting_launch = True
+                sb.boot_timings = {"image": t_image - t0}
+                return sb
             sb._wait_ready(t_launched + timeout)
             t_ready = time.monotonic()
             g = sb._ready_msg.timings if sb._ready_msg else {}
@@ -240,6 +246,14 @@ class Sandbox:
             else:
                 m.close()
             raise
+
+    def finish_launch(self, timeout: float = READY_TIMEOUT) -> None:
+        """Let a VM launched ``paused`` run (QMP cont) and wait for its agent (pre-attestation)."""
+        if not self.awaiting_launch:
+            raise ContainerError("the VM was not launched paused, or has been released already")
+        self.machine.command("cont")
+        self._wait_ready(time.monotonic() + timeout)
+        self.awaiting_launch = False
 
     def _wait_ready(self, deadline: float) -> None:
         while not self._ready.wait(0.05):
@@ -403,6 +417,9 @@ class Sandbox:
     def annotations(self) -> dict[str, str]:
         """What the runtime records about this sandbox in the container's state."""
         out = {"sevbox.accel": self.accel}
+        if self.awaiting_launch:
+            out["sevbox.attestation"] = "pre-launch: launched paused (-S) for the owner to measure and inject"
+            return out
         try:
             out["sevbox.guest.memory-encryption"] = self.guest_info()["memory_encryption"]
         except SevboxError as err:

@@ -53,13 +53,24 @@ class LocalSandbox:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._init: Any = None
         self.paused = False
+        self.awaiting_launch = False
         self._canary: bytes | None = None
         self._ram: mmap.mmap | None = None
 
     @classmethod
-    def launch(cls, *, rootfs: Path, name: str, log_dir: Path | None = None, **_: Any) -> LocalSandbox:
+    def launch(
+        cls, *, rootfs: Path, name: str, log_dir: Path | None = None, paused: bool = False, **_: Any
+    ) -> LocalSandbox:
         del name, log_dir
-        return cls(Path(rootfs))
+        sb = cls(Path(rootfs))
+        sb.awaiting_launch = paused
+        sb.annotations = {**cls.annotations, "sevbox.fake.launched-paused": str(paused).lower()}
+        return sb
+
+    def finish_launch(self, timeout: float = 0.0) -> None:
+        if not self.awaiting_launch:
+            raise SevboxError("the VM was not launched paused")
+        self.awaiting_launch = False
 
     def create_container(self, bundle: Any) -> None:
         self._init = bundle.process

@@ -102,3 +102,36 @@ def test_delete_force_of_a_running_vm(make_bundle: Callable[..., Path], tmp_path
     wait_pid(pid, 10)
     assert wait_no_qemu(bundle) == []
     assert not (root / "vm2").exists()
+
+
+def test_pre_launch_attestation_flow_on_a_real_vm(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    from sevbox.runtime.container import Container
+    from sevbox.runtime.store import Store
+
+    become_subreaper()
+    root = tmp_path / "state"
+    bundle = make_bundle(["sh", "-c", "echo after-attestation"])
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["annotations"] = {"sevbox.attestation": "pre-launch"}
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    out_r, out_w = os.pipe()
+    r = sevbox(root, "create", "--bundle", str(bundle), "--pid-file", str(bundle / "p"), "pl",
+               stdin=subprocess.DEVNULL, stdout=out_w)  # fmt: skip
+    os.close(out_w)
+    assert r.returncode == 0, r.stderr
+    c = Container.load(Store(root), "pl")
+    # QEMU holds the guest before its first instruction: the owner measures and injects now
+    status = c.ask({"op": "qmp", "command": "query-status"})["return"]
+    assert status["status"] == "prelaunch" and status["running"] is False
+    assert "pre-launch" in json.loads(sevbox(root, "state", "pl").stdout)["annotations"]["sevbox.attestation"]
+    hdr, payload = tmp_path / "h.bin", tmp_path / "p.bin"
+    hdr.write_bytes(b"\0" * 52)
+    payload.write_bytes(b"\0" * 32)
+    r = sevbox(root, "attest", "inject", "pl", "--header", str(hdr), "--payload", str(payload))
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and b"without SEV" in r.stderr, r.stderr
+    assert sevbox(root, "start", "pl").returncode == 0  # the host may go on without a secret
+    with os.fdopen(out_r, "rb") as out:
+        assert out.read() == b"after-attestation\n"
+    assert os.WEXITSTATUS(wait_pid(int((bundle / "p").read_bytes()))) == 0
+    assert sevbox(root, "delete", "pl").returncode == 0
+    assert wait_no_qemu(bundle) == []

@@ -312,11 +312,17 @@ def _inject(args: argparse.Namespace) -> int:
     if not query_sev(execute).enabled:
         raise _not_sev(c)
     inject_launch_secret(execute, header=header, payload=payload, gpa=args.gpa)
-    status = execute("query-status", None)
     resumed = False
-    if isinstance(status, Mapping) and status.get("running") is False:
-        execute("cont", None)
+    try:  # a pre-launch container: the monitor lets the VM run, waits for the agent, makes the container
+        c.ask({"op": "launch"})
         resumed = True
+    except ContainerError as err:
+        if "not waiting to be launched" not in str(err):
+            raise
+        status = execute("query-status", None)
+        if isinstance(status, Mapping) and status.get("running") is False:
+            execute("cont", None)
+            resumed = True
     if args.json:
         print(json.dumps({"injected": True, "resumed": resumed}))
     else:

@@ -102,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     terminal = bundle.process.terminal
     if args.console_socket and not terminal:
         raise ContainerError("--console-socket given but process.terminal is false")
+    if bundle.annotations.get("sevbox.attestation") == "pre-launch":
+        raise ContainerError("annotation sevbox.attestation=pre-launch: use create, attest, then start")
     # launch security first: a configuration the host can't honour fails here, before any VM starts
     from sevbox.config import load_config
     from sevbox.runtime.vmplan import owner_session, plan_launch, sandbox_args

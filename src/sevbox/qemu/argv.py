@@ -61,6 +61,7 @@ class VmSpec:
     firmware: Path | None = None  # OVMF code image (pflash, read-only) or None
     firmware_vars: Path | None = None  # OVMF vars image (a private copy), if the build has one
     firmware_bios: bool = False  # load the firmware with -bios (SEV-SNP: QEMU refuses pflash)
+    paused: bool = False  # -S: stop before the first instruction (pre-attestation: measure, inject, cont)
     cmdline: str = ""
     cpu: str | None = None  # default: "host" under KVM, "qemu64,+rdrand" under TCG
     qmp_fd: int | None = None  # inherited socket: QMP
@@ -172,6 +173,8 @@ def build_argv(spec: VmSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         "-smp",
         str(spec.vcpus),
     ]
+    if spec.paused:
+        argv.append("-S")
     for obj in spec.objects:
         argv += ["-object", obj]
     if spec.firmware is not None and spec.firmware_bios:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 OCI_VERSION = "1.2.0"
 LIVE = ("created", "running", "paused")
+ATTESTATION_ANNOTATION = "sevbox.attestation"  # "pre-launch": launch paused, measure, inject, then run
 
 
 def now_rfc3339() -> str:
@@ -208,6 +209,17 @@ class Container:
         plan = plan_launch(config)
         launch_args = sandbox_args(plan, config, owner_session(bundle.annotations, bundle_path))
         launch_args["readonly_rootfs"] = bundle.readonly
+        attestation = bundle.annotations.get(ATTESTATION_ANNOTATION)
+        if attestation not in (None, "pre-launch"):
+            raise ContainerError(
+                f"annotation {ATTESTATION_ANNOTATION}={attestation!r}: the only value is 'pre-launch'"
+            )
+        if attestation == "pre-launch":
+            if start:
+                raise ContainerError(
+                    "a pre-launch attested container can't be run at once: create it, attest it"
+                )
+            launch_args["paused"] = True
         state_dir = store.create(container_id)
         c = cls(store, container_id)
         me = os.getpid()
@@ -421,7 +433,8 @@ def _monitor_main(
         os.close(devnull)
         try:
             sb = factory.launch(rootfs=bundle.rootfs, name=c.id, log_dir=c.dir, **launch_args)
-            sb.create_container(bundle)
+            if not launch_args.get("paused"):
+                sb.create_container(bundle)
         except SevboxError as err:
             logging.getLogger(__name__).error("%s", err)
             os.write(ready_w, json.dumps({"ok": False, "error": str(err)}).encode())
@@ -437,6 +450,7 @@ def _monitor_main(
             init_stdio=(0, 1, 2),
             init_tty=tty_slave,
             started=start,
+            pending_bundle=bundle if launch_args.get("paused") else None,
         )
         c.store.write_json(c.id, "status", {"status": monitor.status, "exit": None})
         os.write(

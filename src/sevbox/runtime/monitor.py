@@ -65,6 +65,8 @@ class SandboxLike(Protocol):
     def events(self) -> list[Any]: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
     def canary(self, marker_inverted: str | None) -> str: ...
+    def finish_launch(self, timeout: float = ...) -> None: ...
+    def create_container(self, bundle: Any) -> None: ...
     def qmp(self, command: str, arguments: dict[str, Any] | None) -> Any: ...
 
 
@@ -116,6 +118,7 @@ class Monitor:
         init_stdio: tuple[int | None, int | None, int | None],
         init_tty: int | None = None,
         started: bool = False,
+        pending_bundle: Any = None,
     ) -> None:
         self.sb = sandbox
         self.listener = listener
@@ -125,6 +128,8 @@ class Monitor:
         self.procs: dict[str, _Proc] = {}
         self.status = "running" if started else "created"
         self.exit_status: int | None = None
+        # pre-attestation: the VM was launched paused; the container is made once it is let run
+        self.pending_bundle = pending_bundle
         stdin, stdout, stderr = (None, None, None) if init_tty is not None else init_stdio
         self.init = _Proc("", stdin, stdout, stderr, tty=init_tty)
         self.procs[""] = self.init
@@ -305,9 +310,16 @@ class Monitor:
         op = msg.get("op")
         if op == "state":
             conn.send({"status": self.status})
+        elif op == "launch":
+            if self.pending_bundle is None:
+                raise SevboxError("the VM is not waiting to be launched")
+            self._finish_launch()
+            conn.send({"ok": True})
         elif op == "start":
             if self.status != "created":
                 raise SevboxError(f"cannot start a container that is {self.status}")
+            if self.pending_bundle is not None:
+                self._finish_launch()  # the host may start without the owner's secret: nothing secret leaks
             try:
                 self.sb.start_container()
             except SevboxError as err:
@@ -369,6 +381,16 @@ class Monitor:
         else:
             raise SevboxError(f"unknown request {op!r}")
         return False
+
+    def _finish_launch(self) -> None:
+        """Let the paused VM run, wait for its agent, and make the container (status stays created)."""
+        try:
+            self.sb.finish_launch()
+            self.sb.create_container(self.pending_bundle)
+        except SevboxError:
+            self.exit_status = 128 + signal.SIGKILL  # the VM can't host the container: it is over
+            raise
+        self.pending_bundle = None
 
     def _exec(self, conn: Channel, msg: dict[str, Any], fds: list[int]) -> bool:
         if self.status not in ("running",):

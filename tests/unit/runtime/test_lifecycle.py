@@ -223,3 +223,26 @@ def test_start_of_a_missing_executable_stops_with_127(rt: Runtime) -> None:
     assert b"/no/such/program" in os.read(err_r, 1000)
     os.close(err_r)
     assert rt.state("m1")["status"] == "stopped"
+
+
+def test_pre_launch_attestation_launches_paused_and_start_lets_it_run(rt: Runtime) -> None:
+    b = rt.bundle("bp", ["sh", "-c", "echo ran"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["annotations"] = {"sevbox.attestation": "pre-launch"}
+    (b / "config.json").write_text(json.dumps(cfg))
+    out_r, out_w = os.pipe()
+    rt.run("create", "--bundle", str(b), "--pid-file", str(b / "p"), "pl1", check=True, stdin=DEVNULL,
+           stdout=out_w)  # fmt: skip
+    os.close(out_w)
+    st = rt.state("pl1")
+    assert st["status"] == "created" and st["annotations"]["sevbox.fake.launched-paused"] == "true"
+    rt.run("start", "pl1", check=True)
+    assert os.WEXITSTATUS(wait_pid(read_pid(b / "p"))) == 0
+    assert os.read(out_r, 100) == b"ran\n"
+    os.close(out_r)
+    r = rt.run("run", "--detach", "--bundle", str(b), "pl2")
+    assert r.returncode == 1 and b"pre-launch" in r.stderr
+    cfg["annotations"] = {"sevbox.attestation": "later"}
+    (b / "config.json").write_text(json.dumps(cfg))
+    r = rt.run("create", "--bundle", str(b), "pl3")
+    assert r.returncode == 1 and b"the only value is 'pre-launch'" in r.stderr
