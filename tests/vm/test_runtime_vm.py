@@ -135,3 +135,12 @@ def test_pre_launch_attestation_flow_on_a_real_vm(make_bundle: Callable[..., Pat
     assert os.WEXITSTATUS(wait_pid(int((bundle / "p").read_bytes()))) == 0
     assert sevbox(root, "delete", "pl").returncode == 0
     assert wait_no_qemu(bundle) == []
+
+
+def test_init_exit_ends_its_background_children(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    # `docker run img sh -c 'sleep 1000 & echo hi'` must end when sh does, as with a PID namespace
+    bundle = make_bundle(["sh", "-c", "sleep 1000 & echo hi; exit 2"])
+    t0 = time.monotonic()
+    r = sevbox(tmp_path / "state", "run", "--bundle", str(bundle), "bg", stdin=subprocess.DEVNULL)
+    assert (r.returncode, r.stdout) == (2, b"hi\n"), r.stderr
+    assert time.monotonic() - t0 < 60

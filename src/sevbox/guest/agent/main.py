@@ -694,6 +694,13 @@ class Agent:
                 continue  # an orphan re-parented to PID 1
             code = os.waitstatus_to_exitcode(status)
             proc.status = code if code >= 0 else 128 - code
+            if proc.exec_id == "":
+                # The container's init has ended: as when a PID namespace's init dies, nothing else
+                # of the container survives it (background children would hold its pipes open).
+                try:
+                    os.kill(-1, signal.SIGKILL)  # every process but PID 1 (us)
+                except OSError:
+                    pass
             # The process is gone: what it wrote is in the pipes; forward it all, then report.
             for fd in list(proc.out_fds):
                 self._pump(proc, fd, once=False)
