@@ -421,9 +421,18 @@ class Sandbox:
             out["sevbox.attestation"] = "pre-launch: launched paused (-S) for the owner to measure and inject"
             return out
         try:
-            out["sevbox.guest.memory-encryption"] = self.guest_info()["memory_encryption"]
+            info = self.guest_info()
         except SevboxError as err:
             out["sevbox.guest.memory-encryption"] = f"unknown ({err})"
+            return out
+        out["sevbox.guest.memory-encryption"] = info.get("memory_encryption", "unknown")
+        raw = info.get("sev_status", "")
+        try:
+            from sevbox.host.msr import decode_sev_status
+
+            out["sevbox.guest.sev-status"] = decode_sev_status(int(raw, 16)).describe()
+        except ValueError:
+            out["sevbox.guest.sev-status"] = raw or "unknown"
         return out
 
     def send_raw(self, data: bytes) -> None:

@@ -45,6 +45,7 @@ def test_container_life_in_a_real_vm(make_bundle: Callable[..., Path], tmp_path:
     assert ann["sevbox.launch-security.effective"] == "none"  # this host has no SEV, and says so
     assert "NOT encrypted" in ann["sevbox.launch-security.reason"]
     assert ann["sevbox.guest.memory-encryption"] == "none reported"
+    assert ann["sevbox.guest.sev-status"] == "SEV_STATUS=0x0: not encrypted (the SEV bit is clear)"
 
     assert sevbox(root, "start", "vm1").returncode == 0
     with os.fdopen(out_r, "rb", buffering=0) as out:

@@ -65,9 +65,10 @@ AGENT_MODULES = ("sevbox.protocol", "sevbox.guest.agent", "sevbox.guest.agent.ma
 EXTRA_STDLIB = ("ctypes", "resource", "pty", "termios", "warnings")
 EXTENSIONS = ("_ctypes", "resource", "_json", "termios")
 # Modules per virtio transport, named by what the agent needs; dependencies are added and ordered.
+# msr: the agent reads SEV_STATUS (MSR 0xC0010131) for GuestInfo.
 MODULE_SETS: dict[str, tuple[str, ...]] = {
-    "mmio": ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p"),
-    "pci": ("virtio_pci", "virtio_console", "9pnet_virtio", "9p"),
+    "mmio": ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "msr"),
+    "pci": ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "msr"),
 }
 
 

@@ -437,6 +437,7 @@ class Agent:
             info={
                 "canary_inverted": bytes(b ^ 0xFF for b in canary).hex(),
                 "memory_encryption": memory_encryption_line(),
+                "sev_status": read_sev_status(),
             },
         )
 
@@ -915,6 +916,22 @@ def _mount_options(options: tuple[str, ...]) -> tuple[int, str]:
         else:
             data.append(o)
     return flags, ",".join(data)
+
+
+def read_sev_status() -> str:
+    """MSR 0xC0010131 (SEV_STATUS) of CPU 0 as hex, via the msr driver; or why it can't be read.
+    On AMD it says which of SEV/SEV-ES/SNP protect this guest; other CPUs have no such MSR."""
+    try:
+        fd = os.open("/dev/cpu/0/msr", os.O_RDONLY)
+    except OSError as err:
+        return f"unavailable (/dev/cpu/0/msr: {err.strerror})"
+    try:
+        raw = os.pread(fd, 8, 0xC0010131)
+    except OSError as err:
+        return f"unavailable (rdmsr 0xc0010131: {err.strerror})"
+    finally:
+        os.close(fd)
+    return hex(int.from_bytes(raw, "little")) if len(raw) == 8 else "unavailable (short read)"
 
 
 def memory_encryption_line() -> str:
