@@ -67,6 +67,7 @@ def main() -> int:
                       f"({ann.get('sevbox.launch-security.reason', '')})")  # fmt: skip
                 print(f"  accelerator: {ann.get('sevbox.accel', '?')}")
                 print(f"  the guest kernel says: {ann.get('sevbox.guest.memory-encryption', '?')}")
+                print(f"  the guest's SEV_STATUS MSR: {ann.get('sevbox.guest.sev-status', '?')}")
                 say("is the guest's memory encrypted? (sevbox verify-memory: look in QEMU's memory)")
                 verdict = sevbox(*g, "verify-memory", "demo", check=False)
                 say("verdict")
