@@ -20,7 +20,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_version() -> None:
     r = run("--version")
     assert r.returncode == 0
-    assert r.stdout.strip() == f"sevbox version {__version__}"
+    # runc's shape: "<name> version X" then "spec: <OCI runtime spec version>" (go-runc parses it)
+    assert r.stdout.splitlines() == [f"sevbox version {__version__}", "spec: 1.2.0"]
 
 
 def test_help_lists_every_verb_and_sub_verb() -> None:

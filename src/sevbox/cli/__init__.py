@@ -162,7 +162,9 @@ def build_parser(verb: str | None) -> Parser:
         formatter_class=_Formatter,
         usage="sevbox [global flags] COMMAND [ARGS...]",
     )
-    parser.add_argument("--version", "-v", action="version", version=f"sevbox version {__version__}")
+    parser.add_argument(
+        "--version", "-v", action="version", version=f"sevbox version {__version__}\nspec: 1.2.0"
+    )
     parser.add_argument(
         "--root",
         default=os.environ.get("SEVBOX_ROOT", "/run/sevbox"),
