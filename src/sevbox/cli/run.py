@@ -153,18 +153,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_detached(args: argparse.Namespace) -> int:
-    try:
-        from sevbox.runtime.container import Container
-        from sevbox.runtime.store import Store
-    except ImportError:
-        raise UsageError("run --detach is not available in this build (use create, then start)") from None
-    Container.create(
-        Store(Path(args.root)),
+    """create, then start, as runc run --detach does: the create hooks run before the process."""
+    from sevbox.runtime.bundle import load_bundle
+    from sevbox.runtime.container import Container
+    from sevbox.runtime.store import Store
+
+    if load_bundle(Path(args.bundle)).annotations.get("sevbox.attestation") == "pre-launch":
+        raise ContainerError("annotation sevbox.attestation=pre-launch: use create, attest, then start")
+    store = Store(Path(args.root))
+    c = Container.create(
+        store,
         args.container_id,
         args.bundle,
         pid_file=args.pid_file,
         console_socket=args.console_socket,
-        start=True,
         config_path=args.config,
     )
+    try:
+        c.start()
+    except BaseException:
+        c.destroy()
+        raise
     return 0

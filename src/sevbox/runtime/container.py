@@ -184,7 +184,6 @@ class Container:
         *,
         pid_file: str | None = None,
         console_socket: str | None = None,
-        start: bool = False,
         config_path: str | None = None,
     ) -> Container:
         """Boot the VM, prepare the process, run the create hooks, write the pid file, return.
@@ -215,10 +214,6 @@ class Container:
                 f"annotation {ATTESTATION_ANNOTATION}={attestation!r}: the only value is 'pre-launch'"
             )
         if attestation == "pre-launch":
-            if start:
-                raise ContainerError(
-                    "a pre-launch attested container can't be run at once: create it, attest it"
-                )
             launch_args["paused"] = True
         state_dir = store.create(container_id)
         c = cls(store, container_id)
@@ -229,11 +224,10 @@ class Container:
             "annotations": annotations, "creator": [me, procs.start_time(me)],
         })  # fmt: skip
         try:
-            c._spawn_monitor(bundle, state_dir, console_socket, launch_args, start=start)
+            c._spawn_monitor(bundle, state_dir, console_socket, launch_args)
             state = c.state()
-            if not start:
-                for kind in ("createRuntime", "prestart", "createContainer"):
-                    hooks.run_hooks(bundle.hooks, kind, state, fatal=True)
+            for kind in ("createRuntime", "prestart", "createContainer"):
+                hooks.run_hooks(bundle.hooks, kind, state, fatal=True)
             if pid_file:
                 _write_pid_file(pid_file, int(state["pid"]))
         except BaseException:
@@ -247,8 +241,6 @@ class Container:
         state_dir: Path,
         console_socket: str | None,
         launch_args: dict[str, Any],
-        *,
-        start: bool,
     ) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         listener.bind(str(state_dir / "monitor.sock"))
@@ -273,7 +265,6 @@ class Container:
                 listener=listener,
                 ready_w=ready_w,
                 tty_slave=tty_slave,
-                start=start,
                 launch_args=launch_args,
             )
         listener.close()
@@ -404,7 +395,6 @@ def _monitor_main(
     listener: socket.socket,
     ready_w: int,
     tty_slave: int | None,
-    start: bool,
     launch_args: dict[str, Any],
 ) -> None:
     """The forked monitor process. Never returns."""
@@ -440,8 +430,6 @@ def _monitor_main(
             os.write(ready_w, json.dumps({"ok": False, "error": str(err)}).encode())
             os._exit(1)
         annotations = dict(getattr(sb, "annotations", {}) or {})
-        if start:
-            sb.start_container()
         monitor = Monitor(
             sandbox=sb,
             listener=listener,
@@ -449,7 +437,6 @@ def _monitor_main(
             parse_process=parse_process,
             init_stdio=(0, 1, 2),
             init_tty=tty_slave,
-            started=start,
             pending_bundle=bundle if launch_args.get("paused") else None,
         )
         c.store.write_json(c.id, "status", {"status": monitor.status, "exit": None})

@@ -117,7 +117,6 @@ class Monitor:
         parse_process: Callable[[dict[str, Any]], Any],
         init_stdio: tuple[int | None, int | None, int | None],
         init_tty: int | None = None,
-        started: bool = False,
         pending_bundle: Any = None,
     ) -> None:
         self.sb = sandbox
@@ -126,7 +125,7 @@ class Monitor:
         self.parse_process = parse_process
         self.sel = selectors.DefaultSelector()
         self.procs: dict[str, _Proc] = {}
-        self.status = "running" if started else "created"
+        self.status = "created"
         self.exit_status: int | None = None
         # pre-attestation: the VM was launched paused; the container is made once it is let run
         self.pending_bundle = pending_bundle
@@ -450,9 +449,6 @@ class Monitor:
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         self.sel.register(self.sb.fileno(), selectors.EVENT_READ, ("sandbox", None))
         self.sel.register(self._sig_r, selectors.EVENT_READ, ("signal", None))
-        if self.status == "running":
-            self._start_stdin(self.init)
-            self._sync_size(self.init)
         self._publish()
         try:
             while self.exit_status is None:
