@@ -131,8 +131,8 @@ def _run(args: argparse.Namespace) -> int:
             master = -1
         name = args.container_id
         with Sandbox.launch(rootfs=bundle.rootfs, name=name, log_dir=log_dir, **launch_args) as sb:
-            sb.create_container(bundle)
             try:
+                sb.create_container(bundle)  # a program that isn't there fails here (as runc)
                 sb.start_container()
             except ProcessStartError as err:
                 print(f"sevbox: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ import fcntl
 import os
 import select
 import signal
+import stat
 import time
 
 from sevbox import protocol as P
@@ -243,6 +244,58 @@ def _exec(args: list[str], env: dict[str, str]) -> None:
     raise FileNotFoundError(errno.ENOENT, "executable file not found in $PATH")
 
 
+def find_program(prog: str, path: str) -> tuple[int, str] | None:
+    """runc's create-time check, in the container's root: None if ``prog`` names an executable file
+    (with a '/': that path; else the first hit along ``path``), else (127, why) when nothing is there
+    and (126, why) when what is there can't be executed. An error it can't judge is left to exec."""
+    candidates = [prog] if "/" in prog else [f"{d or '.'}/{prog}" for d in path.split(":")]
+    denied = ""
+    for cand in candidates:
+        try:
+            mode = os.stat(cand).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            denied = "Permission denied"
+            continue
+        except OSError:
+            return None
+        if stat.S_ISDIR(mode):
+            denied = denied or ("Is a directory" if "/" in prog else "Permission denied")
+        elif not mode & 0o111:
+            denied = "Permission denied"
+        else:
+            return None
+    if denied:
+        return 126, f"exec {prog!r}: {denied}"
+    if "/" in prog:
+        return 127, f"exec {prog!r}: No such file or directory"
+    return 127, f"exec: {prog!r}: executable file not found in $PATH"
+
+
+def check_program(spec: P.ProcessSpec, root: str) -> tuple[int, str] | None:
+    """find_program for a container's process, in a child chrooted into ``root`` (so absolute
+    symlinks resolve inside it) and in the process's cwd (for relative paths)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        try:
+            os.close(r)
+            os.chroot(root)
+            os.chdir(spec.cwd)
+            env = dict(e.split("=", 1) for e in spec.env if "=" in e)
+            found = find_program(spec.args[0], env.get("PATH", DEFAULT_PATH))
+            if found is not None:
+                os.write(w, bytes([found[0]]) + found[1].encode(errors="replace")[:1000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return (data[0], data[1:].decode(errors="replace")) if data else None
+
+
 def _child(spec: P.ProcessSpec, root: str, stdio: tuple[int, int, int], tty: int, errfd: int) -> None:
     """In the forked child: enter the container and exec. Never returns."""
     try:
@@ -447,6 +500,12 @@ class Agent:
             return
         spec = msg.container
         setup_container(spec, self.root)
+        # as runc: a program that isn't there fails create, so the caller (containerd) never gets a
+        # task that can only fail to start; what the check can't see still fails at start (127/126)
+        missing = check_program(spec.process, self.root)
+        if missing is not None:
+            self.respond(req_id, False, missing[1], status=missing[0])
+            return
         self.spec = spec
         self.procs[""] = Proc("", spec.process)
         self.respond(req_id, True)
