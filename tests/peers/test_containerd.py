@@ -8,16 +8,20 @@ TCG; the same scenarios run with Debian's runc as the peer, and the two must agr
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import tarfile
 import tempfile
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -318,3 +322,47 @@ def test_force_delete_of_a_running_task(containerd: Containerd, runtime: str) ->
     assert r.returncode == 0, (r.stderr, log_tail(c, cid))
     assert c.ctr("containers", "delete", cid).returncode == 0
     assert c.wait_clean(runtime, cid) == []
+
+
+def run_on_a_terminal(c: Containerd, args: list[str], timeout: float = CTR_TIMEOUT) -> tuple[int, bytes]:
+    """Run ctr with a pty as its terminal (``ctr run -t`` insists): its exit status and all it printed."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen(["ctr", "-a", str(c.sock), "-n", NS, *args], stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: every slave fd is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=10), out
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_terminal_run_matches_runc(containerd: Containerd) -> None:
+    """`ctr run -t`: the shim hands sevbox a console socket; what the user sees is what runc gives."""
+    seen = {}
+    for runtime in ("sevbox", "runc"):
+        cid = f"t1-{runtime}"
+        script = "test -t 0 && test -t 1 && echo on-a-tty; exit 4"
+        args = ["run", "--rm", "-t", *containerd.runtime_flags(runtime), IMAGE, cid, "sh", "-c", script]
+        status, out = run_on_a_terminal(containerd, args)
+        assert (status, b"on-a-tty" in out) == (4, True), (runtime, out, log_tail(containerd, cid))
+        assert containerd.wait_clean(runtime, cid) == []
+        seen[runtime] = out
+    assert seen["sevbox"] == seen["runc"]  # line endings included: one pty's worth of CR/LF, not two

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+import tty
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +250,7 @@ class Container:
         if bundle.process.terminal:
             tty_master, tty_slave = os.openpty()
             os.set_inheritable(tty_slave, False)
+            tty.setraw(tty_slave)  # a clear channel: the guest's own pty does echo, CR/LF and ^C
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         factory = _load_sandbox_factory()
         sys.stdout.flush()

@@ -36,6 +36,7 @@ def _open_tty(req: ExecRequest) -> tuple[int, bool]:
 
     if req.console_socket:
         master, slave = os.openpty()
+        tty.setraw(slave)  # a clear channel: the guest's own pty does echo, CR/LF and ^C
         try:
             send_console(req.console_socket, master)
         finally:
