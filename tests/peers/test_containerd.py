@@ -366,3 +366,35 @@ def test_terminal_run_matches_runc(containerd: Containerd) -> None:
         assert containerd.wait_clean(runtime, cid) == []
         seen[runtime] = out
     assert seen["sevbox"] == seen["runc"]  # line endings included: one pty's worth of CR/LF, not two
+
+
+def test_terminal_exec_matches_runc(containerd: Containerd) -> None:
+    """`ctr task exec -t` into a running task: exec --tty with a console socket, as runc gives it."""
+    c, seen = containerd, {}
+    for runtime in ("sevbox", "runc"):
+        cid = f"t2-{runtime}"
+        r = c.ctr(
+            "run",
+            "-d",
+            *c.runtime_flags(runtime),
+            IMAGE,
+            cid,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; sleep 1000 & wait",
+        )
+        assert r.returncode == 0, (r.stderr, log_tail(c, cid))
+        try:
+            script = "test -t 0 && test -t 1 && echo exec-on-a-tty; exit 6"
+            status, out = run_on_a_terminal(
+                c, ["tasks", "exec", "-t", "--exec-id", "x1", cid, "sh", "-c", script]
+            )
+            assert (status, b"exec-on-a-tty" in out) == (6, True), (runtime, out, log_tail(c, cid))
+            seen[runtime] = out.split(b"\x1b[31mERRO")[0]  # ctr may log its own resize race (seen with runc)
+        finally:
+            c.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+            wait_status(c, cid, "STOPPED")
+            c.ctr("tasks", "delete", cid)
+            c.ctr("containers", "delete", cid)
+        assert c.wait_clean(runtime, cid) == []
+    assert seen["sevbox"] == seen["runc"]
