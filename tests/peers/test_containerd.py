@@ -138,9 +138,15 @@ class Containerd:
     def runc_root(self, runtime: str) -> Path:
         return self.top / f"root-{runtime}"
 
+    def argv(self, *args: str) -> list[str]:
+        """ctr's command line; its IO fifos go under our tmp dir too (not /run/containerd/fifo)."""
+        verb = 2 if args[:2] == ("tasks", "exec") else 1 if args[:1] == ("run",) else 0
+        fifo = ["--fifo-dir", str(self.top / "fifo")] if verb else []
+        return ["ctr", "-a", str(self.sock), "-n", NS, *args[:verb], *fifo, *args[verb:]]
+
     def ctr(self, *args: str, timeout: float = CTR_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ctr", "-a", str(self.sock), "-n", NS, *args],
+            self.argv(*args),
             capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -328,7 +334,7 @@ def run_on_a_terminal(c: Containerd, args: list[str], timeout: float = CTR_TIMEO
     """Run ctr with a pty as its terminal (``ctr run -t`` insists): its exit status and all it printed."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    proc = subprocess.Popen(["ctr", "-a", str(c.sock), "-n", NS, *args], stdin=slave, stdout=slave,
+    proc = subprocess.Popen(c.argv(*args), stdin=slave, stdout=slave,
                             stderr=slave, start_new_session=True)  # fmt: skip
     os.close(slave)
     out = b""
