@@ -8,6 +8,7 @@ TCG; the same scenarios run with Debian's runc as the peer, and the two must agr
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -172,8 +173,9 @@ class Containerd:
         return left
 
 
-@pytest.fixture(scope="module")
-def containerd() -> Iterator[Containerd]:
+@contextlib.contextmanager
+def private_containerd() -> Iterator[Containerd]:
+    """A containerd of our own with the test image imported; on exit it, its shims and its tmp dir go."""
     build_image()  # the guest image sevbox boots (cached on disk; built once if missing)
     top = Path(tempfile.mkdtemp(prefix="sbx-ctrd-"))  # short: unix socket paths are limited to 108
     sock = top / "c.sock"
@@ -221,6 +223,12 @@ def containerd() -> Iterator[Containerd]:
         for mnt in sorted(mounts_under(top), reverse=True):  # the rootfs overlays of failed containers
             subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def containerd() -> Iterator[Containerd]:
+    with private_containerd() as c:
+        yield c
 
 
 def log_tail(c: Containerd, cid: str) -> str:
