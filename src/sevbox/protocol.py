@@ -21,6 +21,7 @@ under emulation, where every imported module costs milliseconds.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 
@@ -409,22 +410,33 @@ class ProcessSpec:
 
 
 class Mount:
-    __slots__ = ("destination", "options", "source", "type")
-    TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "bind", "cgroup", "cgroup2")
+    """A mount in the container. Type ``file``: ``data`` (base64, at most MAX_FILE_DATA) is the
+    content of a host file bound from outside the rootfs; the agent writes it to its own tmpfs and
+    binds that onto ``destination``."""
 
-    def __init__(self, destination: str, type: str, source: str, options: tuple[str, ...] = ()) -> None:
+    __slots__ = ("data", "destination", "options", "source", "type")
+    TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "bind", "cgroup", "cgroup2", "file")
+    MAX_FILE_DATA = 96 * 1024  # base64 of a 64 KiB file, with room
+
+    def __init__(
+        self, destination: str, type: str, source: str, options: tuple[str, ...] = (), data: str = ""
+    ) -> None:
         self.destination = destination
         self.type = type
         self.source = source
         self.options = options
+        self.data = data
 
     def to_obj(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "destination": self.destination,
             "type": self.type,
             "source": self.source,
             "options": list(self.options),
         }
+        if self.type == "file":
+            out["data"] = self.data
+        return out
 
     @classmethod
     def from_obj(cls, v: object, where: str) -> Mount:
@@ -433,11 +445,21 @@ class Mount:
         t = _str(_get(d, "type", where), f"{where}.type")
         if t not in cls.TYPES:
             raise ProtocolError(f"{where}.type: unsupported mount type {t!r}")
+        data = ""
+        if t == "file":
+            data = _str(_get(d, "data", where), f"{where}.data", limit=cls.MAX_FILE_DATA)
+            try:
+                base64.b64decode(data, validate=True)
+            except ValueError:
+                raise ProtocolError(f"{where}.data: not base64") from None
+        elif "data" in d:
+            raise ProtocolError(f"{where}.data: only a 'file' mount carries data")
         return cls(
             destination=_path(_get(d, "destination", where), f"{where}.destination"),
             type=t,
             source=_str(_get(d, "source", where), f"{where}.source"),
             options=_strs(d.get("options", []), f"{where}.options"),
+            data=data,
         )
 
 

@@ -15,6 +15,7 @@ temp file behind, whatever happened before.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import errno
@@ -37,7 +38,7 @@ from sevbox import protocol as P
 from sevbox.errors import AgentError, BundleError, ContainerError, SevboxError, VmError
 from sevbox.qemu.argv import DeviceFlags, Share, VmSpec, kernel_cmdline
 from sevbox.qemu.machine import Machine
-from sevbox.runtime.bundle import Bundle, Process
+from sevbox.runtime.bundle import Bundle, Mount, Process
 
 __all__ = ["Event", "Exited", "Output", "ProcessStartError", "Sandbox", "relay"]
 
@@ -113,12 +114,23 @@ def container_spec(b: Bundle, tag: str = "rootfs") -> P.ContainerSpec:
         rootfs_tag=tag,
         hostname=b.hostname,
         readonly=b.readonly,
-        mounts=tuple(P.Mount(m.destination, m.type, m.source, m.options) for m in b.mounts),
+        mounts=tuple(_mount(m) for m in b.mounts),
         masked_paths=b.masked_paths,
         readonly_paths=b.readonly_paths,
         sysctl=dict(b.sysctl),
         secrets=_launch_secrets(b),
     )
+
+
+def _mount(m: Mount) -> P.Mount:
+    """A bundle mount for the agent; a host file bound from outside the rootfs travels as content."""
+    if m.type != "file":
+        return P.Mount(m.destination, m.type, m.source, m.options)
+    try:
+        content = Path(m.source).read_bytes()
+    except OSError as err:
+        raise ContainerError(f"bind source {m.source}: {err.strerror}") from None
+    return P.Mount(m.destination, "file", "", m.options, data=base64.b64encode(content).decode())
 
 
 def _launch_secrets(b: Bundle) -> tuple[tuple[str, str], ...]:

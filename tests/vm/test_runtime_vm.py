@@ -145,3 +145,20 @@ def test_init_exit_ends_its_background_children(make_bundle: Callable[..., Path]
     r = sevbox(tmp_path / "state", "run", "--bundle", str(bundle), "bg", stdin=subprocess.DEVNULL)
     assert (r.returncode, r.stdout) == (2, b"hi\n"), r.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_host_file_binds_from_outside_the_rootfs(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    # what Docker does with /etc/resolv.conf, /etc/hostname and /etc/hosts
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.9.8.7\n")
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv),
+         "options": ["rbind", "ro"]},
+    ]
+    bundle = make_bundle(["sh", "-c", "cat /etc/resolv.conf; echo x > /etc/resolv.conf || echo read-only"],
+                         mounts=mounts)  # fmt: skip
+    r = sevbox(tmp_path / "state", "run", "--bundle", str(bundle), "fb", stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"nameserver 10.9.8.7\nread-only\n"
+    assert resolv.read_text() == "nameserver 10.9.8.7\n"  # the host's file is untouched

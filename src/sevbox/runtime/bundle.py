@@ -74,7 +74,7 @@ class Process:
 class Mount:
     destination: str
     type: str
-    source: str  # for bind mounts: the path inside the rootfs
+    source: str  # bind: the path inside the rootfs; file: the host file copied in at create
     options: tuple[str, ...] = ()
 
 
@@ -243,14 +243,25 @@ def _hooks(v: Any) -> dict[str, tuple[dict[str, Any], ...]]:
     return out
 
 
-def _inside(bundle: Path, rootfs: Path, source: str, where: str) -> str:
-    """A bind source (absolute, or relative to the bundle) as a path inside the rootfs, or a
-    BundleError."""
+MAX_FILE_BIND = 64 * 1024  # a file bound from outside the rootfs is copied into the guest
+
+
+def _inside(bundle: Path, rootfs: Path, source: str, where: str) -> tuple[str, str]:
+    """Where a bind's source (absolute, or relative to the bundle) comes from: ("bind", path inside
+    the rootfs), or ("file", host path) for a small regular file outside it (Docker binds
+    /etc/resolv.conf, /etc/hostname and /etc/hosts so: the guest gets a copy, made at create); else a
+    BundleError (a VM sees the host only through the rootfs share)."""
     real_root = os.path.realpath(rootfs)
     real = os.path.realpath(source if os.path.isabs(source) else os.path.join(bundle, source))
-    if real != real_root and not real.startswith(real_root + os.sep):
-        raise _err(where, f"bind source {source!r} is outside the rootfs (only binds within it are honoured)")
-    return "/" + os.path.relpath(real, real_root) if real != real_root else "/"
+    if real == real_root or real.startswith(real_root + os.sep):
+        return "bind", "/" + os.path.relpath(real, real_root) if real != real_root else "/"
+    if os.path.isfile(real):
+        if os.path.getsize(real) > MAX_FILE_BIND:
+            raise _err(where, f"bind source {source!r} is outside the rootfs and larger than "
+                              f"{MAX_FILE_BIND // 1024} KiB (such files are copied into the VM)")  # fmt: skip
+        return "file", real
+    raise _err(where, f"bind source {source!r} is outside the rootfs: only files (copied in) and paths "
+                      "inside the rootfs can be bound into a VM")  # fmt: skip
 
 
 def parse_config(config: Any, bundle: Path, *, check_files: bool = True) -> Bundle:
@@ -287,8 +298,8 @@ def parse_config(config: Any, bundle: Path, *, check_files: bool = True) -> Bund
         if mtype not in MOUNT_TYPES:
             raise _err(f"{w}.type", f"mount type {mtype!r} is not supported ({', '.join(MOUNT_TYPES)})")
         source = _str(mo.get("source", mtype), f"{w}.source")
-        if mtype == "bind":
-            source = _inside(bundle, rootfs, source, f"{w}.source") if check_files else source
+        if mtype == "bind" and check_files:
+            mtype, source = _inside(bundle, rootfs, source, f"{w}.source")
         mounts.append(Mount(dest, mtype, source, options))
     linux = _obj(c.get("linux", {}), "linux")
     masked = tuple(

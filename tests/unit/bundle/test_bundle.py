@@ -149,3 +149,23 @@ def test_parse_process_for_exec() -> None:
 def test_parse_config_without_file_checks() -> None:
     b = parse_config(_config(mounts=[]), Path("/nonexistent"), check_files=False)
     assert b.rootfs == Path("/nonexistent/rootfs")
+
+
+def test_file_bind_from_outside_the_rootfs_is_copied_in(bundle: Path, tmp_path: Path) -> None:
+    # Docker binds /etc/resolv.conf, /etc/hostname, /etc/hosts from outside the rootfs
+    host_file = tmp_path / "resolv.conf"
+    host_file.write_text("nameserver 10.0.0.1\n")
+    cfg = _config(mounts=[{"destination": "/etc/resolv.conf", "type": "bind", "source": str(host_file),
+                           "options": ["rbind", "ro"]}])  # fmt: skip
+    b = load_bundle(_write(bundle, cfg))
+    assert [(m.type, m.source, m.destination) for m in b.mounts] == [
+        ("file", str(host_file), "/etc/resolv.conf")
+    ]
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (64 * 1024 + 1))
+    cfg = _config(mounts=[{"destination": "/big", "type": "bind", "source": str(big)}])
+    with pytest.raises(BundleError, match="larger than 64 KiB"):
+        load_bundle(_write(bundle, cfg))
+    cfg = _config(mounts=[{"destination": "/vol", "type": "bind", "source": str(tmp_path)}])
+    with pytest.raises(BundleError, match="only files"):
+        load_bundle(_write(bundle, cfg))

@@ -40,3 +40,14 @@ def test_bad_info_rejected(info: object) -> None:
     obj = {"type": "Response", "ok": True, "error": "", "pids": [], "status": None, "info": info}
     with pytest.raises(P.ProtocolError):
         P.decode_response(json.dumps(obj).encode())
+
+
+def test_file_mounts_carry_base64_data_and_only_they_do() -> None:
+    m = P.Mount("/etc/hosts", "file", "", ("ro",), data="aGk=")
+    assert P.Mount.from_obj(m.to_obj(), "m").data == "aGk="
+    with pytest.raises(P.ProtocolError, match="not base64"):
+        P.Mount.from_obj({**m.to_obj(), "data": "!!"}, "m")
+    with pytest.raises(P.ProtocolError, match="only a 'file' mount"):
+        P.Mount.from_obj({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "data": "aGk="}, "m")
+    with pytest.raises(P.ProtocolError):
+        P.Mount.from_obj({**m.to_obj(), "data": "A" * (P.Mount.MAX_FILE_DATA + 4)}, "m")

@@ -829,10 +829,24 @@ def setup_container(spec: P.ContainerSpec, root: str) -> None:
         "trans=virtio,version=9p2000.L,msize=262144,cache=none,access=client",
     )
     has_dev = False
-    for m in spec.mounts:
+    for i, m in enumerate(spec.mounts):
         target = _inside(root, m.destination)
-        os.makedirs(target, exist_ok=True)
         flags, data = _mount_options(m.options)
+        if m.type == "file":  # a host file bound from outside the rootfs: its copy, on our tmpfs
+            import binascii
+
+            os.makedirs("/run/sevbox-files", exist_ok=True)
+            copy = f"/run/sevbox-files/{i}"
+            with open(copy, "wb") as f:
+                f.write(binascii.a2b_base64(m.data))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                open(target, "ab").close()
+            mount(copy, target, None, MS_BIND)
+            if flags & MS_RDONLY:
+                mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            continue
+        os.makedirs(target, exist_ok=True)
         if m.type == "bind":
             src = _inside(root, m.source)
             mount(src, target, None, MS_BIND | (flags & MS_REC))
