@@ -243,9 +243,7 @@ class Container:
         console_socket: str | None,
         launch_args: dict[str, Any],
     ) -> None:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        listener.bind(str(state_dir / "monitor.sock"))
-        listener.listen(16)
+        listener = control.listen(state_dir / "monitor.sock")
         tty_master = tty_slave = None
         if bundle.process.terminal:
             tty_master, tty_slave = os.openpty()

@@ -10,13 +10,15 @@ exec passes its stdio this way). Requests: ``start``, ``kill``, ``ps``, ``pause`
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sevbox.errors import ContainerError
 
-__all__ = ["MAX_MESSAGE", "Channel", "connect"]
+__all__ = ["MAX_MESSAGE", "Channel", "connect", "listen"]
 
 MAX_MESSAGE = 1 << 20
 
@@ -68,11 +70,36 @@ class Channel:
         self.sock.close()
 
 
+def _via_dirfd(path: Path, op: Callable[[str], None]) -> None:
+    """bind or connect to a unix socket at ``path`` of any length: sun_path holds 107 bytes, and
+    Docker's state dirs (/var/run/docker/runtime-X/moby/<64 hex>/) are longer than that, so the path
+    goes through /proc/self/fd/N/, N an O_PATH fd of its directory."""
+    if len(os.fsencode(path)) < 100:
+        op(str(path))
+        return
+    dirfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        op(f"/proc/self/fd/{dirfd}/{path.name}")
+    finally:
+        os.close(dirfd)
+
+
+def listen(path: Path, backlog: int = 16) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        _via_dirfd(path, sock.bind)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def connect(path: Path, timeout: float | None = 10.0) -> Channel:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        _via_dirfd(path, sock.connect)
     except OSError:
         sock.close()
         raise

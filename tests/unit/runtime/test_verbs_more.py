@@ -102,3 +102,16 @@ def test_kill_and_delete_force_racing_leave_nothing(rt: Runtime) -> None:
         wait_pid(pid, 10)
         assert not (rt.root / cid).exists()
     assert not Path(rt.root).exists() or os.listdir(rt.root) == []
+
+
+def test_long_state_paths_like_dockers(rt: Runtime) -> None:
+    # Docker: --root /var/run/docker/runtime-X/moby and 64-hex ids: longer than sun_path's 107 bytes
+    rt.root = rt.tmp / ("r" * 60) / "runtime-sevbox" / "moby"
+    cid = "a" * 64
+    assert len(str(rt.root / cid / "monitor.sock")) > 108
+    b = rt.bundle("blong", ["sh", "-c", "exit 7"])
+    rt.run("create", "--bundle", str(b), "--pid-file", str(b / "p"), cid, check=True, stdin=DEVNULL,
+           stdout=DEVNULL)  # fmt: skip
+    rt.run("start", cid, check=True)
+    assert os.WEXITSTATUS(wait_pid(int((b / "p").read_bytes()))) == 7
+    rt.run("delete", cid, check=True)
