@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["configure"]
 
-_CHUNK = 1 << 22  # 4 MiB reads: few syscalls, little memory
 
 
 def _int0(text: str) -> int:
@@ -39,18 +38,12 @@ def _read(path: str, option: str) -> bytes:
 
 
 def _sha256_file(path: str, option: str) -> bytes:
-    import hashlib
+    from sevbox.files import sha256_file
 
-    h = hashlib.sha256()
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                h.update(view[:n])
+        return sha256_file(path)
     except OSError as err:
         raise UsageError(f"cannot read {option} {path}: {err.strerror or err}") from None
-    return h.digest()
 
 
 def _kernel_hashes(

@@ -43,7 +43,6 @@ VMSA_FPU = FpuInit.CURRENT
 # Neither the C-bit position nor the reduced physical bits is measured; a what-if plan needs values.
 _WHAT_IF_CBITPOS = 51
 _WHAT_IF_REDUCED_PHYS_BITS = 1
-_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,16 +127,12 @@ def expected_digest(*, inputs: LaunchInputs, ovmf: Ovmf, kernel_hashes: KernelHa
 
 
 def _sha256_file(path: Path, what: str) -> bytes:
-    h = hashlib.sha256()
+    from sevbox.files import sha256_file
+
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                h.update(view[:n])
+        return sha256_file(path)
     except OSError as err:
         raise ConfigError(f"cannot read the {what} {path}: {err.strerror or err}") from None
-    return h.digest()
 
 
 def compute(inputs: LaunchInputs) -> Expected:
