@@ -415,7 +415,7 @@ class Mount:
     binds that onto ``destination``."""
 
     __slots__ = ("data", "destination", "options", "source", "type")
-    TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "bind", "cgroup", "cgroup2", "file")
+    TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "bind", "cgroup", "cgroup2", "file", "9p")
     MAX_FILE_DATA = 96 * 1024  # base64 of a 64 KiB file, with room
 
     def __init__(
@@ -454,6 +454,10 @@ class Mount:
                 raise ProtocolError(f"{where}.data: not base64") from None
         elif "data" in d:
             raise ProtocolError(f"{where}.data: only a 'file' mount carries data")
+        if t == "9p":  # source: the mount tag of one of the VM's virtio-9p devices
+            tag = _str(_get(d, "source", where), f"{where}.source")
+            if not tag or len(tag) > 31 or not tag.replace("_", "").replace("-", "").isalnum():
+                raise ProtocolError(f"{where}.source: bad 9p mount tag {tag!r}")
         return cls(
             destination=_path(_get(d, "destination", where), f"{where}.destination"),
             type=t,

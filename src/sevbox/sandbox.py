@@ -114,11 +114,26 @@ def container_spec(b: Bundle, tag: str = "rootfs") -> P.ContainerSpec:
         rootfs_tag=tag,
         hostname=b.hostname,
         readonly=b.readonly,
-        mounts=tuple(_mount(m) for m in b.mounts),
+        mounts=_mounts(b),
         masked_paths=b.masked_paths,
         readonly_paths=b.readonly_paths,
         sysctl=dict(b.sysctl),
         secrets=_launch_secrets(b),
+    )
+
+
+def volumes(b: Bundle) -> tuple[tuple[str, Path, bool], ...]:
+    """The host directories a bundle binds from outside its rootfs: (9p tag, path, read-only),
+    one virtio-9p device each, in mount order (the tags are vol0, vol1, ...)."""
+    shares = [m for m in b.mounts if m.type == "share"]
+    return tuple((f"vol{i}", Path(m.source), "ro" in m.options) for i, m in enumerate(shares))
+
+
+def _mounts(b: Bundle) -> tuple[P.Mount, ...]:
+    tags = iter(tag for tag, _, _ in volumes(b))
+    return tuple(
+        P.Mount(m.destination, "9p", next(tags), m.options) if m.type == "share" else _mount(m)
+        for m in b.mounts
     )
 
 
@@ -186,6 +201,7 @@ class Sandbox:
         machine: str = "microvm",
         accel: str | None = None,
         readonly_rootfs: bool = False,
+        volumes: tuple[tuple[str, Path, bool], ...] = (),
         firmware: Path | None = None,
         secure_devices: bool = False,
         timeout: float = READY_TIMEOUT,
@@ -221,6 +237,15 @@ class Sandbox:
                     path=Path(rootfs),
                     readonly=readonly_rootfs,
                     security_model="passthrough" if os.geteuid() == 0 else "none",
+                ),
+                *(
+                    Share(
+                        path=Path(path),
+                        tag=tag,
+                        readonly=ro,
+                        security_model="passthrough" if os.geteuid() == 0 else "none",
+                    )
+                    for tag, path, ro in volumes
                 ),
             ),
             device_flags=DeviceFlags.secure() if secure_devices else DeviceFlags(),

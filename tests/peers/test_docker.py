@@ -123,3 +123,12 @@ def test_docker_detached_exec_pause_stop_rm(docker: Docker) -> None:
     while pids_mentioning("qemu-system", also=str(docker.top.parent)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids_mentioning("qemu-system", also=str(docker.top.parent)) == []
+
+
+def test_docker_volume_is_shared_with_the_vm(docker: Docker) -> None:
+    vol = docker.top / "vol"
+    vol.mkdir()
+    r = docker.run("run", "--rm", "--runtime", "sevbox", "--network", "none", "-v", f"{vol}:/data", IMAGE,
+                   "sh", "-c", "echo from-the-vm > /data/f; cat /data/f")  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "from-the-vm\n"), r.stderr
+    assert (vol / "f").read_text() == "from-the-vm\n"

@@ -162,3 +162,22 @@ def test_host_file_binds_from_outside_the_rootfs(make_bundle: Callable[..., Path
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"nameserver 10.9.8.7\nread-only\n"
     assert resolv.read_text() == "nameserver 10.9.8.7\n"  # the host's file is untouched
+
+
+def test_host_directory_volumes(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    # docker run -v /host/dir:/data: a directory outside the rootfs gets its own virtio-9p share
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "given.txt").write_text("from the host\n")
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/data", "type": "bind", "source": str(rw), "options": ["rbind", "rw"]},
+        {"destination": "/in", "type": "bind", "source": str(ro), "options": ["rbind", "ro"]},
+    ]
+    script = "cat /in/given.txt; echo written > /data/out.txt; touch /in/nope 2>/dev/null || echo ro-ok"
+    bundle = make_bundle(["sh", "-c", script], mounts=mounts)
+    r = sevbox(tmp_path / "state", "run", "--bundle", str(bundle), "vol", stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"from the host\nro-ok\n"
+    assert (rw / "out.txt").read_text() == "written\n" and not (ro / "nope").exists()

@@ -107,10 +107,12 @@ def _run(args: argparse.Namespace) -> int:
     # launch security first: a configuration the host can't honour fails here, before any VM starts
     from sevbox.config import load_config
     from sevbox.runtime.vmplan import owner_session, plan_launch, sandbox_args
+    from sevbox.sandbox import volumes
 
     config = load_config(args.config).with_annotations(bundle.annotations)
     launch_args = sandbox_args(plan_launch(config), config, owner_session(bundle.annotations, bundle.path))
     launch_args["readonly_rootfs"] = bundle.readonly
+    launch_args["volumes"] = volumes(bundle)
     if args.memory is not None:
         launch_args["memory_mib"] = args.memory
     if args.vcpus is not None:

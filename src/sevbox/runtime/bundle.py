@@ -74,7 +74,7 @@ class Process:
 class Mount:
     destination: str
     type: str
-    source: str  # bind: the path inside the rootfs; file: the host file copied in at create
+    source: str  # bind: path inside the rootfs; file: host file copied in; share: host directory
     options: tuple[str, ...] = ()
 
 
@@ -248,20 +248,26 @@ MAX_FILE_BIND = 64 * 1024  # a file bound from outside the rootfs is copied into
 
 def _inside(bundle: Path, rootfs: Path, source: str, where: str) -> tuple[str, str]:
     """Where a bind's source (absolute, or relative to the bundle) comes from: ("bind", path inside
-    the rootfs), or ("file", host path) for a small regular file outside it (Docker binds
-    /etc/resolv.conf, /etc/hostname and /etc/hosts so: the guest gets a copy, made at create); else a
-    BundleError (a VM sees the host only through the rootfs share)."""
+    the rootfs); ("file", host path) for a small regular file outside it (Docker binds
+    /etc/resolv.conf, /etc/hostname and /etc/hosts so: the guest gets a copy, made at create);
+    ("share", host path) for a directory outside it (a volume: shared into the VM over its own
+    virtio-9p device); else a BundleError."""
     real_root = os.path.realpath(rootfs)
-    real = os.path.realpath(source if os.path.isabs(source) else os.path.join(bundle, source))
+    given = os.path.abspath(source if os.path.isabs(source) else os.path.join(bundle, source))
+    real = os.path.realpath(given)
     if real == real_root or real.startswith(real_root + os.sep):
         return "bind", "/" + os.path.relpath(real, real_root) if real != real_root else "/"
+    root = os.path.abspath(rootfs)
+    if given == root or given.startswith(root + os.sep):  # named inside, resolves outside
+        raise _err(where, f"bind source {source!r} escapes the rootfs through a symlink")
+    if os.path.isdir(real):
+        return "share", real  # a host directory (a Docker volume): its own virtio-9p share
     if os.path.isfile(real):
         if os.path.getsize(real) > MAX_FILE_BIND:
             raise _err(where, f"bind source {source!r} is outside the rootfs and larger than "
                               f"{MAX_FILE_BIND // 1024} KiB (such files are copied into the VM)")  # fmt: skip
         return "file", real
-    raise _err(where, f"bind source {source!r} is outside the rootfs: only files (copied in) and paths "
-                      "inside the rootfs can be bound into a VM")  # fmt: skip
+    raise _err(where, f"bind source {source!r} does not exist or is neither a file nor a directory")
 
 
 def parse_config(config: Any, bundle: Path, *, check_files: bool = True) -> Bundle:

@@ -194,6 +194,7 @@ class Container:
         from sevbox.config import load_config
         from sevbox.runtime.bundle import load_bundle
         from sevbox.runtime.vmplan import owner_session, plan_launch, sandbox_args
+        from sevbox.sandbox import volumes
 
         validate_id(container_id)
         bundle_path = Path(bundle_dir).resolve()
@@ -209,6 +210,7 @@ class Container:
         plan = plan_launch(config)
         launch_args = sandbox_args(plan, config, owner_session(bundle.annotations, bundle_path))
         launch_args["readonly_rootfs"] = bundle.readonly
+        launch_args["volumes"] = volumes(bundle)
         attestation = bundle.annotations.get(ATTESTATION_ANNOTATION)
         if attestation not in (None, "pre-launch"):
             raise ContainerError(

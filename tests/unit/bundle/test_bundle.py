@@ -105,7 +105,7 @@ def test_root_path_dot_is_the_bundle_itself(bundle: Path) -> None:
         ),
         ({"mounts": [{"destination": "/x", "type": "nfs"}]}, r"mounts\[0\].type"),
         ({"mounts": [{"destination": "x", "type": "tmpfs"}]}, r"mounts\[0\].destination"),
-        ({"mounts": [{"destination": "/x", "type": "bind", "source": "/etc"}]}, r"mounts\[0\].source"),
+        ({"mounts": [{"destination": "/x", "type": "bind", "source": "/nope"}]}, r"mounts\[0\].source"),
         ({"linux": {"sysctl": {"a/b": "1"}}}, "linux.sysctl"),
         ({"hooks": {"prestart": [{"path": "relative"}]}}, r"hooks.prestart\[0\].path"),
         ({"hooks": {"sometime": []}}, "hooks.sometime"),
@@ -137,7 +137,7 @@ def test_missing_or_malformed_config(tmp_path: Path) -> None:
 def test_bind_source_escaping_through_a_symlink_is_refused(bundle: Path) -> None:
     (bundle / "rootfs" / "esc").symlink_to("/etc")
     cfg = _config(mounts=[{"destination": "/x", "type": "bind", "source": "rootfs/esc"}])
-    with pytest.raises(BundleError, match="outside the rootfs"):
+    with pytest.raises(BundleError, match="escapes the rootfs through a symlink"):
         load_bundle(_write(bundle, cfg))
 
 
@@ -166,6 +166,15 @@ def test_file_bind_from_outside_the_rootfs_is_copied_in(bundle: Path, tmp_path: 
     cfg = _config(mounts=[{"destination": "/big", "type": "bind", "source": str(big)}])
     with pytest.raises(BundleError, match="larger than 64 KiB"):
         load_bundle(_write(bundle, cfg))
-    cfg = _config(mounts=[{"destination": "/vol", "type": "bind", "source": str(tmp_path)}])
-    with pytest.raises(BundleError, match="only files"):
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    cfg = _config(mounts=[{"destination": "/vol", "type": "bind", "source": str(vol), "options": ["ro"]}])
+    b = load_bundle(_write(bundle, cfg))
+    assert [(m.type, m.source) for m in b.mounts] == [("share", str(vol))]  # a volume: its own 9p share
+    from sevbox.sandbox import container_spec, volumes
+
+    assert volumes(b) == (("vol0", vol, True),)
+    assert [(m.type, m.source) for m in container_spec(b).mounts] == [("9p", "vol0")]
+    cfg = _config(mounts=[{"destination": "/x", "type": "bind", "source": str(tmp_path / "missing")}])
+    with pytest.raises(BundleError, match="does not exist"):
         load_bundle(_write(bundle, cfg))

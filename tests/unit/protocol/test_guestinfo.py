@@ -51,3 +51,11 @@ def test_file_mounts_carry_base64_data_and_only_they_do() -> None:
         P.Mount.from_obj({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "data": "aGk="}, "m")
     with pytest.raises(P.ProtocolError):
         P.Mount.from_obj({**m.to_obj(), "data": "A" * (P.Mount.MAX_FILE_DATA + 4)}, "m")
+
+
+def test_9p_mounts_name_a_valid_tag() -> None:
+    ok = {"destination": "/data", "type": "9p", "source": "vol0", "options": ["ro"]}
+    assert P.Mount.from_obj(ok, "m").source == "vol0"
+    for bad in ("", "a/b", "x" * 32, "vol 0"):
+        with pytest.raises(P.ProtocolError, match="9p mount tag"):
+            P.Mount.from_obj({**ok, "source": bad}, "m")

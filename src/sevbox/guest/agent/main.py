@@ -853,6 +853,12 @@ def setup_container(spec: P.ContainerSpec, root: str) -> None:
             if flags & MS_RDONLY:
                 mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
             continue
+        if m.type == "9p":  # a host directory shared over its own virtio-9p device (a volume)
+            opts = "trans=virtio,version=9p2000.L,msize=262144,cache=none,access=client"
+            mount(m.source, target, "9p", flags & ~(MS_BIND | MS_REC | MS_RDONLY), opts)  # not a bind
+            if flags & MS_RDONLY:
+                mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            continue
         if m.type in ("cgroup", "cgroup2"):
             try:
                 mount("cgroup2", target, "cgroup2", flags, data or None)
