@@ -19,22 +19,9 @@ from sevbox.errors import FormatError, SevboxError, UsageError, ValidateExit, Ve
 if TYPE_CHECKING:
     from sevbox.sev.hashes import KernelHashes
 
+from sevbox.cli.common import int0, read_bytes
+
 __all__ = ["configure"]
-
-
-
-def _int0(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _read(path: str, option: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise UsageError(f"cannot read {option} {path}: {err.strerror or err}") from None
 
 
 def _sha256_file(path: str, option: str) -> bytes:
@@ -89,7 +76,7 @@ def _configure_measure(parser: argparse.ArgumentParser) -> None:
     a("--append", metavar="CMDLINE", help="kernel command line given with -append (needs --kernel)")
     a("--vcpus", metavar="N", type=int, help="number of vCPUs (seves, snp)")
     a("--vcpu-type", metavar="CPUTYPE", choices=list(CPU_SIGS), help=f"QEMU CPU model: {', '.join(CPU_SIGS)}")
-    a("--vcpu-sig", metavar="VALUE", type=_int0, help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11")
+    a("--vcpu-sig", metavar="VALUE", type=int0, help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11")
     a("--vcpu-family", metavar="FAMILY", type=int, help="vCPU family (with --vcpu-model, --vcpu-stepping)")
     a("--vcpu-model", metavar="MODEL", type=int, help="vCPU model")
     a("--vcpu-stepping", metavar="STEPPING", type=int, help="vCPU stepping")
@@ -97,7 +84,7 @@ def _configure_measure(parser: argparse.ArgumentParser) -> None:
     a(
         "--guest-features",
         metavar="VALUE",
-        type=_int0,
+        type=int0,
         default=0x1,
         help="SNP SEV_FEATURES in the VMSAs (default 0x1; 0x21 adds DebugSwap)",
     )
@@ -142,7 +129,7 @@ def _measure(args: argparse.Namespace) -> int:
     from sevbox.sev.ovmf import parse_ovmf
     from sevbox.sev.vmsa import FpuInit, VmmType, VmsaState
 
-    ovmf = parse_ovmf(_read(args.ovmf, "--ovmf"))
+    ovmf = parse_ovmf(read_bytes(args.ovmf, "--ovmf"))
     mode = M.Mode(args.mode)
     pages: list[bytes] = []
     if mode is M.Mode.SNP_OVMF_HASH:
@@ -258,11 +245,11 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
     state.add_argument(
         "--measurement", "-m", metavar="B64", help="the reported measurement (base64 of MEASURE || MNONCE)"
     )
-    state.add_argument("--api-major", type=_int0, metavar="N", help="SEV API major version of the launch")
-    state.add_argument("--api-minor", type=_int0, metavar="N", help="SEV API minor version")
-    state.add_argument("--build-id", type=_int0, metavar="N", help="SEV firmware build ID")
+    state.add_argument("--api-major", type=int0, metavar="N", help="SEV API major version of the launch")
+    state.add_argument("--api-minor", type=int0, metavar="N", help="SEV API minor version")
+    state.add_argument("--build-id", type=int0, metavar="N", help="SEV firmware build ID")
     state.add_argument(
-        "--policy", type=_int0, metavar="VALUE", help="the guest's SEV policy (e.g. 0x05 for SEV-ES)"
+        "--policy", type=int0, metavar="VALUE", help="the guest's SEV policy (e.g. 0x05 for SEV-ES)"
     )
     cfg = parser.add_argument_group("virtual machine config")
     cfg.add_argument("--firmware", "-f", metavar="PATH", help="path to the firmware (OVMF) image")
@@ -377,7 +364,7 @@ def _validate_core(args: argparse.Namespace) -> dict[str, Any]:
     except (binascii.Error, ValueError):
         raise _Exit(ValidateExit.OTHER, "--measurement is not base64") from None
     try:
-        firmware = _read(args.firmware, "--firmware")
+        firmware = read_bytes(args.firmware, "--firmware")
         kh = None
         if args.kernel is not None:
             kh = _kernel_hashes(args.kernel, args.initrd, args.cmdline, ("--kernel", "--initrd"))
@@ -489,12 +476,12 @@ def _configure_id_block(parser: argparse.ArgumentParser) -> None:
     a("--authorkey", metavar="PATH", help="author private key (P-384, PEM)")
     a(
         "--policy",
-        type=_int0,
+        type=int0,
         default=0x30000,
         metavar="VALUE",
         help="SNP guest policy in the block (default 0x30000)",
     )
-    a("--guest-svn", type=_int0, default=0, metavar="N", help="guest security version number (default 0)")
+    a("--guest-svn", type=int0, default=0, metavar="N", help="guest security version number (default 0)")
     a(
         "--family-id",
         type=_hex16,
@@ -529,8 +516,8 @@ def _id_block(args: argparse.Namespace) -> int:
         guest_svn=args.guest_svn,
         policy=args.policy,
     )
-    id_key = I.load_private_key(_read(args.idkey, "--idkey"), name=args.idkey)
-    author = I.load_private_key(_read(args.authorkey, "--authorkey"), name=args.authorkey)
+    id_key = I.load_private_key(read_bytes(args.idkey, "--idkey"), name=args.idkey)
+    author = I.load_private_key(read_bytes(args.authorkey, "--authorkey"), name=args.authorkey)
     signed = I.sign_id_block(block=block, id_key=id_key, author_key=author)
     try:
         I.verify_id_auth(signed.id_block, signed.id_auth)

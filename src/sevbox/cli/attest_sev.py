@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sevbox.cli.common import int0, read_bytes
 from sevbox.errors import FormatError, UsageError, VerificationError
 
 __all__ = ["configure"]
@@ -23,24 +24,10 @@ __all__ = ["configure"]
 # --- helpers (the edge) ----------------------------------------------------------------------------
 
 
-def _int0(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise UsageError(f"cannot read {what} {path}: {err.strerror or err}") from None
-
-
 def _path_or_b64(value: str, what: str) -> bytes:
     """sevctl's convention: an existing file's bytes, else the value decoded as base64."""
     if os.path.exists(value):
-        return _read(value, what)
+        return read_bytes(value, what)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -171,7 +158,7 @@ def _load_ca(path: str | None) -> tuple[bytes, bytes] | None:
         return None
     from sevbox.sev.certs import parse_ca_chain
 
-    return parse_ca_chain(_read(path, "--ca"))
+    return parse_ca_chain(read_bytes(path, "--ca"))
 
 
 def _print_links(report: Any) -> None:
@@ -192,9 +179,9 @@ def _raise_failed(report: Any, what: str) -> None:
 def _run_chain(args: argparse.Namespace) -> int:
     if (args.file is None) == (args.sev is None):
         raise UsageError("give the chain file once: FILE or --sev FILE")
-    oca = _read(args.oca, "--oca") if args.oca else None
+    oca = read_bytes(args.oca, "--oca") if args.oca else None
     report = _chain_report(
-        _read(args.file or args.sev, "certificate file"), _load_ca(args.ca), args.product, oca
+        read_bytes(args.file or args.sev, "certificate file"), _load_ca(args.ca), args.product, oca
     )
     if args.json:
         _print_json(report.to_json())
@@ -233,7 +220,7 @@ def _configure_session(parser: argparse.ArgumentParser) -> None:
 
     a = parser.add_argument
     a("pdh", metavar="PDH", help="platform PDH certificate, or the whole sevctl export output")
-    a("policy", metavar="POLICY", type=_int0, help="guest policy (u32), e.g. 0x33")
+    a("policy", metavar="POLICY", type=int0, help="guest policy (u32), e.g. 0x33")
     a("--name", default="vm", help="file name prefix (default vm)")
     a("--out-dir", metavar="DIR", default=".", help="directory for the four files (default .)")
     a("--ca", metavar="ASK_ARK_FILE", help="trusted ASK|ARK file for the chain check")
@@ -250,7 +237,7 @@ def _run_session(args: argparse.Namespace) -> int:
     policy = SevPolicy.decode(args.policy)
     if policy.reserved:
         raise UsageError(f"policy {args.policy:#x} sets reserved bits 15:6; the firmware would refuse it")
-    data = _read(args.pdh, "PDH file")
+    data = read_bytes(args.pdh, "PDH file")
     if len(data) == C.SEV_CERT_SIZE:
         pdh = C.parse_sev_cert(data)
         print(
@@ -402,7 +389,7 @@ def _configure_secret(parser: argparse.ArgumentParser) -> None:
     a("--header", "--secret-header", dest="header", metavar="OUT", help="write the packet header here")
     a("--payload", "--secret-payload", dest="payload", metavar="OUT", help="write the encrypted table here")
     a("--base64", action="store_true", help="write header and payload as base64 text")
-    a("--gpa", type=_int0, metavar="ADDR", help="guest address of the secret area (for --json; optional)")
+    a("--gpa", type=int0, metavar="ADDR", help="guest address of the secret area (for --json; optional)")
     a(
         "--ovmf",
         metavar="PATH",
@@ -416,7 +403,7 @@ def _keys(args: argparse.Namespace) -> tuple[bytes, bytes]:
     if args.tk:
         if args.tik or args.tek:
             raise UsageError("give either --tk or --tik and --tek")
-        tk = _read(args.tk, "--tk")
+        tk = read_bytes(args.tk, "--tk")
         if len(tk) != 32:
             raise UsageError(f"--tk must hold 32 bytes (TEK||TIK), got {len(tk)}")
         return tk[:16], tk[16:]
@@ -443,14 +430,14 @@ def _run_secret(args: argparse.Namespace) -> int:
         name, sep, path = spec.partition(":")
         if not sep or not path:
             raise UsageError(f"--secret {spec!r}: expected GUID:PATH or ALIAS:PATH")
-        pairs.append((X.resolve_guid(name), _read(path, "secret file")))
+        pairs.append((X.resolve_guid(name), read_bytes(path, "secret file")))
     iv = _hex_or_b64(args.iv, 16, "--iv") if args.iv else os.urandom(16)
     table = X.build_table(pairs)
     gpa = args.gpa
     if args.ovmf:
         from sevbox.sev.ovmf import parse_ovmf
 
-        area = parse_ovmf(_read(args.ovmf, "--ovmf")).sev_secret_block
+        area = parse_ovmf(read_bytes(args.ovmf, "--ovmf")).sev_secret_block
         if area is None:
             raise UsageError(f"{args.ovmf} has no launch-secret area (an OvmfPkg/AmdSev build has one)")
         if len(table) > area[1]:
@@ -499,7 +486,7 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
     a("--product", choices=PRODUCTS, help="AMD product of the platform (default: from the CEK)")
     a("--mnonce", metavar="HEX", help="expected nonce (16 bytes, hex or base64)")
     a("--launch-digest", metavar="HEX", help="expected launch digest (32 bytes, hex or base64)")
-    a("--policy", type=_int0, metavar="N", help="expected guest policy")
+    a("--policy", type=int0, metavar="N", help="expected guest policy")
     a("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_run_report)
 
@@ -520,7 +507,7 @@ def _run_report(args: argparse.Namespace) -> int:
             for key, value in fields.items():
                 print(f"  {key:<14} {' '.join(value) if isinstance(value, list) else value}")
         return 0
-    data = _read(args.chain, "--chain")
+    data = read_bytes(args.chain, "--chain")
     if len(data) < 4 * C.SEV_CERT_SIZE:
         raise UsageError("--chain must be the whole sevctl export output (PDH|PEK|OCA|CEK[|ASK|ARK])")
     export = C.parse_export(data)
